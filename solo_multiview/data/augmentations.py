@@ -1,0 +1,254 @@
+"""torchvision (v2) transforms from solo-learn's augmentation schema.
+
+One entry of ``cfg.augmentations`` describes one pipeline applied ``num_crops`` times::
+
+    rrc: {enabled, crop_min_scale, crop_max_scale}    # RandomResizedCrop, bicubic
+    color_jitter: {prob, brightness, contrast, saturation, hue}
+    grayscale: {prob}   gaussian_blur: {prob}   solarization: {prob}   equalization: {prob}
+    horizontal_flip: {prob}   crop_size: int   num_crops: int   [mean: 3 floats, std: 3 floats]
+
+The ops run in solo-learn's order on the PIL image: crop, jitter, grayscale, blur, solarize,
+equalize, flip; then ``x = (pixel / 255 - mean) / std`` as float32. An op whose key is missing or
+whose prob is 0 is skipped; a missing ``rrc`` means ``enabled`` with scale (0.08, 1.0).
+
+- Gaussian blur: ``sigma ~ U[0.1, 2.0]``, kernel size the odd number nearest ``crop_size / 10``
+  (ties upward, at least 3), as in SimCLR.
+- Solarization: invert pixels >= 128 (PIL's default threshold).
+- rrc disabled: resize the short side to ``crop_size`` and centre-crop a square, so every crop
+  has the configured size.
+- Normalisation: CIFAR-10/100 statistics for ``cifar10``/``cifar100``, ImageNet statistics
+  otherwise; an entry's ``mean``/``std`` override them.
+
+Crops of a multi-crop transform come out in list order, so the entries with the largest
+``crop_size`` (the "large" crops, the first entry's size) must come first.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable, Optional
+
+import torch
+from PIL import Image
+from torchvision.transforms import InterpolationMode, v2
+
+MEAN_STD: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+AUG_KEYS = (
+    "rrc",
+    "color_jitter",
+    "grayscale",
+    "gaussian_blur",
+    "solarization",
+    "equalization",
+    "horizontal_flip",
+    "crop_size",
+    "num_crops",
+    "mean",
+    "std",
+)
+BLUR_SIGMA = (0.1, 2.0)
+
+Transform = Callable[[Image.Image], torch.Tensor]
+
+
+def _sub(aug: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    node = aug.get(key, None)
+    return {} if node is None else node
+
+
+def _prob(aug: Mapping[str, Any], key: str, where: str) -> float:
+    p = float(_sub(aug, key).get("prob", 0.0) or 0.0)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{where}.{key}.prob must lie in [0, 1], got {p}")
+    return p
+
+
+def _positive_int(aug: Mapping[str, Any], key: str, where: str) -> int:
+    value = aug.get(key, None)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{where}.{key} must be an int >= 1, got {value!r}")
+    return value
+
+
+def normalization_stats(
+    dataset: str, aug: Optional[Mapping[str, Any]] = None
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) per channel: the aug entry's ``mean``/``std`` when given, else CIFAR's for
+    cifar10/cifar100 and ImageNet's for every other dataset."""
+    mean, std = MEAN_STD.get(dataset, IMAGENET_MEAN_STD)
+    if aug is not None:
+        mean = tuple(float(m) for m in aug.get("mean", None) or mean)
+        std = tuple(float(s) for s in aug.get("std", None) or std)
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ValueError(f"augmentations: mean/std need 3 values (std > 0), got {mean}, {std}")
+    return mean, std
+
+
+def blur_kernel_size(crop_size: int) -> int:
+    """Odd integer nearest ``crop_size / 10`` (ties upward), at least 3:
+    ``k = 2 * floor((crop_size / 10 - 1) / 2 + 1/2) + 1``."""
+    k = 2 * math.floor((crop_size / 10 - 1) / 2 + 0.5) + 1
+    return max(3, k)
+
+
+def _to_normalized_tensor(
+    mean: Sequence[float], std: Sequence[float]
+) -> list[Callable[[Any], Any]]:
+    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+
+
+def build_transform(
+    aug: Mapping[str, Any], dataset: str, where: str = "augmentations[0]"
+) -> Transform:
+    """One PIL -> float32 tensor (3 x crop_size x crop_size) pipeline from one aug entry."""
+    unknown = sorted(set(aug) - set(AUG_KEYS))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {list(AUG_KEYS)}")
+    size = _positive_int(aug, "crop_size", where)
+    mean, std = normalization_stats(dataset, aug)
+
+    ops: list[Callable[[Any], Any]] = []
+    rrc = _sub(aug, "rrc")
+    if rrc.get("enabled", True):
+        scale = (float(rrc.get("crop_min_scale", 0.08)), float(rrc.get("crop_max_scale", 1.0)))
+        if not 0 < scale[0] <= scale[1] <= 1:
+            raise ValueError(
+                f"{where}.rrc: need 0 < crop_min_scale <= crop_max_scale <= 1, got {scale}"
+            )
+        ops.append(
+            v2.RandomResizedCrop(size, scale=scale, interpolation=InterpolationMode.BICUBIC)
+        )
+    else:
+        ops += [v2.Resize(size, interpolation=InterpolationMode.BICUBIC), v2.CenterCrop(size)]
+
+    p = _prob(aug, "color_jitter", where)
+    if p > 0:
+        cj = _sub(aug, "color_jitter")
+        jitter = v2.ColorJitter(
+            brightness=float(cj.get("brightness", 0.0)),
+            contrast=float(cj.get("contrast", 0.0)),
+            saturation=float(cj.get("saturation", 0.0)),
+            hue=float(cj.get("hue", 0.0)),
+        )
+        ops.append(v2.RandomApply([jitter], p=p))
+    p = _prob(aug, "grayscale", where)
+    if p > 0:
+        ops.append(v2.RandomGrayscale(p=p))
+    p = _prob(aug, "gaussian_blur", where)
+    if p > 0:
+        blur = v2.GaussianBlur(blur_kernel_size(size), sigma=BLUR_SIGMA)
+        ops.append(v2.RandomApply([blur], p=p))
+    p = _prob(aug, "solarization", where)
+    if p > 0:
+        ops.append(v2.RandomSolarize(threshold=128, p=p))
+    p = _prob(aug, "equalization", where)
+    if p > 0:
+        ops.append(v2.RandomEqualize(p=p))
+    p = _prob(aug, "horizontal_flip", where)
+    if p > 0:
+        ops.append(v2.RandomHorizontalFlip(p=p))
+    return v2.Compose(ops + _to_normalized_tensor(mean, std))
+
+
+def count_crops(augmentations: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
+    """(num_large_crops, num_small_crops): an entry is large when its ``crop_size`` equals the
+    first entry's, and contributes ``num_crops`` crops (solo-learn's parse step)."""
+    if not augmentations:
+        raise ValueError("augmentations: the list is empty; give at least one pipeline")
+    large_size = augmentations[0].get("crop_size", None)
+    large = small = 0
+    for entry in augmentations:
+        n = int(entry.get("num_crops", 0))
+        if entry.get("crop_size", None) == large_size:
+            large += n
+        else:
+            small += n
+    return large, small
+
+
+def check_augmentation_list(augmentations: Sequence[Mapping[str, Any]]) -> None:
+    """A non-empty list; every ``num_crops`` >= 1; large entries (the first entry's crop_size,
+    which must be the largest) come first."""
+    if not augmentations:
+        raise ValueError("augmentations: the list is empty; give at least one pipeline")
+    for i, entry in enumerate(augmentations):
+        _positive_int(entry, "num_crops", f"augmentations[{i}]")
+    sizes = [
+        _positive_int(a, "crop_size", f"augmentations[{i}]") for i, a in enumerate(augmentations)
+    ]
+    if max(sizes) != sizes[0]:
+        raise ValueError(
+            f"augmentations: the first entry must have the largest crop_size (large crops "
+            f"first), got crop sizes {sizes}"
+        )
+    seen_small = False
+    for i, size in enumerate(sizes):
+        if size != sizes[0]:
+            seen_small = True
+        elif seen_small:
+            raise ValueError(
+                f"augmentations[{i}]: a large crop (crop_size {size}) follows a small one; "
+                f"put every entry with crop_size {sizes[0]} first, got crop sizes {sizes}"
+            )
+
+
+class MultiCropTransform:
+    """Applies ``transforms[j]`` ``num_crops[j]`` times, in order; returns the list of crops."""
+
+    def __init__(self, transforms: Sequence[Transform], num_crops: Sequence[int]) -> None:
+        if len(transforms) != len(num_crops):
+            raise ValueError("MultiCropTransform: one num_crops per transform")
+        self.transforms = list(transforms)
+        self.num_crops = [int(n) for n in num_crops]
+
+    def __call__(self, image: Image.Image) -> list[torch.Tensor]:
+        return [t(image) for t, n in zip(self.transforms, self.num_crops) for _ in range(n)]
+
+    def __repr__(self) -> str:
+        return "\n".join(f"{n} x {t}" for t, n in zip(self.transforms, self.num_crops))
+
+
+def build_multicrop_transform(
+    augmentations: Sequence[Mapping[str, Any]], dataset: str
+) -> MultiCropTransform:
+    """The K-crop transform of ``cfg.augmentations`` (large entries first, validated)."""
+    check_augmentation_list(augmentations)
+    transforms, counts = [], []
+    for i, entry in enumerate(augmentations):
+        where = f"augmentations[{i}]"
+        counts.append(_positive_int(entry, "num_crops", where))
+        transforms.append(build_transform(entry, dataset, where))
+    return MultiCropTransform(transforms, counts)
+
+
+class EvalTransform:
+    """No augmentation: an image whose size is not ``crop_size x crop_size`` is resized (short
+    side to ``crop_size``, bicubic) and centre-cropped; then to float32 and normalised."""
+
+    def __init__(
+        self,
+        crop_size: int,
+        dataset: str,
+        mean: Optional[Sequence[float]] = None,
+        std: Optional[Sequence[float]] = None,
+    ) -> None:
+        self.crop_size = int(crop_size)
+        mean, std = normalization_stats(dataset, {"mean": mean, "std": std})
+        self.resize = v2.Compose(
+            [
+                v2.Resize(self.crop_size, interpolation=InterpolationMode.BICUBIC),
+                v2.CenterCrop(self.crop_size),
+            ]
+        )
+        self.to_tensor = v2.Compose(_to_normalized_tensor(mean, std))
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        if image.size != (self.crop_size, self.crop_size):
+            image = self.resize(image)
+        return self.to_tensor(image)

@@ -1,0 +1,24 @@
+"""The solo host: solo-learn's own base classes with the batched K-view step in front.
+
+Importing this module imports solo-learn (raises ImportError when it is not installed) and
+applies the compatibility fixes of ``hosts/solo_compat.py``.
+"""
+
+from __future__ import annotations
+
+from solo.methods.base import BaseMethod as SoloBaseMethod
+from solo.methods.base import BaseMomentumMethod as SoloBaseMomentumMethod
+
+from solo_multiview.hosts import solo_compat
+from solo_multiview.hosts.multiview_step import MultiViewStepMixin
+
+solo_compat.apply()
+
+
+class BaseMethod(MultiViewStepMixin, SoloBaseMethod):
+    """solo-learn's BaseMethod with one backbone call per crop size."""
+
+
+class BaseMomentumMethod(MultiViewStepMixin, SoloBaseMomentumMethod):
+    """solo-learn's BaseMomentumMethod with one backbone (and momentum backbone) call per crop
+    size."""

@@ -1,0 +1,146 @@
+r"""The MTTV / MIMV loss (arXiv 2509.08469): InfoNCE with the extreme-feature filter.
+
+The method fuses an online embedding ``z_online[m] = f(x_n) + f(y_a)`` and a momentum embedding
+``z_target[m] = f'(x_a) + f'(y_n)`` per pair ``m``. The loss sees the 2M embeddings
+``u = {z_online[m]} + {z_target[m]}`` (L2-normalised, ``s_ia`` = cosine); the positive ``p(i)`` of
+``z_online[m]`` is ``z_target[m]`` and vice versa, every other embedding is a negative. Anchors are
+the local 2M rows; candidates are the embeddings of all ranks (``z_online`` gathered with gradient,
+``z_target`` gathered without: it is treated as a stop-gradient target and detached here).
+``keep_ia`` is the band filter (:mod:`.band_filter`) on ``s_ia`` (``mode="none"``: keep all).
+
+``form="principled"`` (default):
+
+.. math::
+
+    \ell_i = -\log \frac{\exp(s_{ip}/t)}{\sum_{a \ne i,\ keep_{ia}} \exp(s_{ia}/t)}, \qquad
+    L = \operatorname{mean}_{i:\ keep_{ip}} \ell_i
+
+The self-similarity is excluded exactly once (by index, independent of the band); an anchor whose
+positive lies outside the band is dropped (mean over the remaining anchors; a zero that keeps the
+graph if none remain). With ``mode="none"`` this is NT-Xent on the 2M embeddings.
+
+``form="official"`` reproduces the authors' ``Our_xent_loss`` (``Loss/loss.py`` of
+anonymouspersoncscv/MTTV):
+
+.. math::
+
+    r_i = \frac{[keep_{ip}] \exp(s_{ip}/t)}
+               {\sum_{a:\ keep_{ia}} \exp(s_{ia}/t) - e^{1/t}}, \qquad
+    L = -\log\Big(\frac{1}{2M} \sum_i r_i\Big)
+
+where the sum over ``a`` *includes* ``a = i`` when the filter keeps it. Two departures from a
+standard InfoNCE are reproduced on purpose, only so that the published numbers can be reproduced:
+(1) it is the log of a mean of ratios, not a mean of logs; (2) ``exp(1/t)`` (the self-similarity
+term for ``s_ii = 1``) is subtracted even when the mask already removed the self-similarity, which
+is always the case for ``high < 1`` (``|s_ii| = 1 > high``). The self term is then taken out
+twice, so each denominator is short by ``exp(1/t)`` and can become small, zero or negative
+(garbage ratios, a NaN loss) when few entries survive the filter, e.g. with small batches. With
+``mode="none"`` the subtraction stands in for removing ``a = i`` and is exact only if ``s_ii`` is
+exactly 1, so at small ``t`` in low precision it is a catastrophic cancellation. The ratio is
+computed in the equivalent scaled form ``exp((s - 1)/t) / (sum exp((s - 1)/t) - 1)`` to avoid
+overflow at small ``t``. Under DDP the mean inside the log runs over the local anchors and DDP
+averages the per-rank losses, so this form equals the single-process value only at world size 1
+(the authors' code trained on one GPU).
+
+Stats (detached): ``filtered_fraction`` (removed off-diagonal entries / all off-diagonal entries,
+local anchors x global candidates), ``pos_cos`` (mean ``s_ip``), ``neg_cos`` (mean ``s_ia`` over
+``a not in {i, p(i)}``; the authors' monitor also averages in the self-similarity), ``alignment``
+(Wang & Isola, alpha = 2: mean ``||u_i - u_p||^2`` over positive pairs of the normalised
+embeddings, i.e. ``2 - 2 pos_cos``), ``uniformity`` (``log mean exp(-2 ||u_i - u_a||^2)`` over
+distinct pairs, t = 2). The authors compute the last two on unnormalised embeddings; here they use
+the normalised ones, as Wang & Isola define them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from ._common import check_temperature, masked_logsumexp, weighted_mean
+from .band_filter import keep_mask, validate_band
+from .distributed import gather_no_grad, gather_with_grad, rank_and_world
+
+MTTV_FORMS = ("principled", "official")
+
+
+def mttv_infonce(
+    z_online: torch.Tensor,
+    z_target: torch.Tensor,
+    temperature: float = 0.3,
+    low: float = 0.1,
+    high: float = 0.9,
+    mode: str = "band",
+    form: str = "principled",
+) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    """Filtered InfoNCE of MTTV (formulas in the module docstring).
+
+    Args:
+        z_online: ``(M, d)`` fused online embeddings (carry the gradient).
+        z_target: ``(M, d)`` fused momentum embeddings; positive of the same row (detached).
+        temperature: ``t`` (official: 0.3).
+        low, high, mode: the extreme-feature filter (``mode``: band | low_only | none).
+        form: ``principled`` (default) or ``official`` (faithful reproduction).
+
+    Returns:
+        ``(loss, stats)`` with stats ``filtered_fraction, pos_cos, neg_cos, alignment,
+        uniformity``.
+    """
+    t = check_temperature(temperature)
+    validate_band(low, high, mode)
+    if form not in MTTV_FORMS:
+        raise ValueError(f"mttv_infonce: form must be one of {', '.join(MTTV_FORMS)}; got {form!r}")
+    if z_online.dim() != 2 or z_online.shape != z_target.shape:
+        raise ValueError(
+            "mttv_infonce: z_online and z_target must both be (M, d) with the same shape; got "
+            f"{tuple(z_online.shape)} and {tuple(z_target.shape)}"
+        )
+    M = z_online.shape[0]
+    zo = F.normalize(z_online, dim=-1)
+    zt = F.normalize(z_target.detach(), dim=-1)
+    rank, _ = rank_and_world()
+    all_o = gather_with_grad(zo)
+    all_t = gather_no_grad(zt)
+    MW = all_o.shape[0]
+
+    anchors = torch.cat([zo, zt], dim=0)  # (2M, d)
+    cands = torch.cat([all_o, all_t], dim=0)  # (2MW, d)
+    sim = anchors @ cands.T
+
+    local = torch.arange(M, device=sim.device) + rank * M
+    self_col = torch.cat([local, local + MW])
+    pos_col = torch.cat([local + MW, local])
+    rows = torch.arange(2 * M, device=sim.device)
+    self_mask = torch.zeros_like(sim, dtype=torch.bool)
+    self_mask[rows, self_col] = True
+
+    keep = keep_mask(sim, low, high, mode)
+    pos_kept = keep[rows, pos_col]
+    pos_sim = sim[rows, pos_col]
+
+    if form == "principled":
+        logits = sim / t
+        per_anchor = masked_logsumexp(logits, keep & ~self_mask) - pos_sim / t
+        loss = weighted_mean(per_anchor, pos_kept)
+    else:
+        scaled = torch.exp((sim - 1.0) / t)
+        denom = torch.where(keep, scaled, torch.zeros_like(scaled)).sum(dim=1) - 1.0
+        numer = torch.where(pos_kept, torch.exp((pos_sim - 1.0) / t), torch.zeros_like(pos_sim))
+        loss = -torch.log((numer / denom).mean())
+
+    with torch.no_grad():
+        off_diag = ~self_mask
+        neg_mask = off_diag.clone()
+        neg_mask[rows, pos_col] = False
+        sq_dist = (2.0 - 2.0 * sim).clamp(min=0.0)
+        n_off = max(sim.numel() - 2 * M, 1)
+        stats = {
+            "filtered_fraction": (~keep & off_diag).sum().float() / n_off,
+            "pos_cos": pos_sim.mean(),
+            "neg_cos": sim[neg_mask].mean(),
+            "alignment": (2.0 - 2.0 * pos_sim).clamp(min=0.0).mean(),
+            "uniformity": torch.logsumexp(-2.0 * sq_dist[off_diag], dim=0) - math.log(n_off),
+        }
+    return loss, stats

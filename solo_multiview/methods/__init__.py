@@ -1,0 +1,54 @@
+"""K-view methods and the METHODS registry.
+
+Each method file defines one host-neutral class (written against ``hosts/contract.py``);
+:func:`method_class` composes it with the configured host. On the solo host the composed classes
+are also registered into ``solo.methods.METHODS`` (see :func:`register_with_solo`), so
+solo-learn's own scripts find them by name.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import omegaconf
+
+from solo_multiview.hosts import compose, resolve_host_name
+from solo_multiview.methods.mv_simclr import MVSimCLR
+
+METHODS: Dict[str, type] = {
+    "mv_simclr": MVSimCLR,
+}
+
+
+def method_class(name: str, host: str = "auto") -> type:
+    """The class of method ``name`` built on ``host`` (``auto`` | ``solo`` | ``builtin``)."""
+    if name not in METHODS:
+        raise ValueError(f"method: unknown method {name!r}; choose one of {sorted(METHODS)}")
+    host = resolve_host_name(host)
+    if host == "solo":
+        register_with_solo()
+    return compose(METHODS[name], host)
+
+
+def build_method(cfg: omegaconf.DictConfig) -> Any:
+    """Instantiates ``cfg.method`` on ``cfg.host`` (default ``auto``)."""
+    return method_class(cfg.method, cfg.get("host", "auto"))(cfg)
+
+
+def register_with_solo() -> None:
+    """Adds every method, built on the solo host, to ``solo.methods.METHODS`` (idempotent)."""
+    from solo.methods import METHODS as SOLO_METHODS
+
+    for name, method in METHODS.items():
+        SOLO_METHODS[name] = compose(method, "solo")
+
+
+def __getattr__(name: str) -> type:
+    # Composed classes are named "<Class>__<host>" with this module as their home, so pickle
+    # (e.g. ddp_spawn) can find them: rebuild on first access.
+    class_name, sep, host = name.rpartition("__")
+    if sep:
+        for method in METHODS.values():
+            if method.__name__ == class_name:
+                return compose(method, host)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

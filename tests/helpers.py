@@ -1,0 +1,66 @@
+"""Shared fixtures: configs composed from the real scripts/pretrain files, shrunk for CPU."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Iterable, Optional
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+from solo_multiview.hosts import solo_available
+
+ROOT = Path(__file__).resolve().parents[1]
+PRETRAIN_CONFIGS = ROOT / "scripts" / "pretrain"
+
+HOSTS = [
+    "builtin",
+    pytest.param("solo", marks=pytest.mark.skipif(
+        not solo_available(), reason="solo-learn is not installed (see README: add solo-learn)")),
+]
+
+TINY = [
+    "backbone.kwargs.width=4",
+    "backbone.kwargs.depth=2",
+    "method_kwargs.proj_hidden_dim=16",
+    "method_kwargs.proj_output_dim=8",
+    "optimizer.batch_size=16",
+    "data.num_workers=0",
+    "+max_steps=2",
+    "+limit_val_batches=1",
+    "+enable_progress_bar=false",
+    "+enable_model_summary=false",
+    "+log_every_n_steps=1",
+    "checkpoint.enabled=false",
+]
+
+
+def compose_cfg(config_name: str, overrides: Iterable[str] = ()) -> DictConfig:
+    """A pretraining config exactly as main_pretrain.py would see it."""
+    with initialize_config_dir(config_dir=str(PRETRAIN_CONFIGS), version_base="1.2"):
+        cfg = compose(config_name=config_name, overrides=list(overrides))
+    OmegaConf.set_struct(cfg, False)
+    return cfg
+
+
+def tiny_cfg(
+    tmp_path: Path,
+    method: str = "mv_simclr",
+    host: str = "builtin",
+    num_views: int = 2,
+    small_crops: int = 0,
+    config_name: str = "quickstart_digits",
+    overrides: Optional[Iterable[str]] = None,
+) -> DictConfig:
+    """The quickstart config, shrunk: tiny convnet, batch 16, two steps, files under tmp_path."""
+    cfg = compose_cfg(config_name, [
+        *TINY, f"method={method}", f"host={host}", f"method_kwargs.num_views={num_views}",
+        f"checkpoint.dir={tmp_path / 'trained_models'}", *(overrides or []),
+    ])
+    if small_crops:
+        small = copy.deepcopy(OmegaConf.to_container(cfg.augmentations[0], resolve=True))
+        small.update({"crop_size": 8, "num_crops": small_crops})
+        cfg.augmentations = [*OmegaConf.to_container(cfg.augmentations, resolve=True), small]
+    return cfg
