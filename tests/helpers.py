@@ -49,14 +49,15 @@ def tiny_cfg(
     tmp_path: Path,
     method: str = "mv_simclr",
     host: str = "builtin",
-    num_views: int = 2,
+    num_views: Optional[int] = 2,
     small_crops: int = 0,
     config_name: str = "quickstart_digits",
     overrides: Optional[Iterable[str]] = None,
 ) -> DictConfig:
     """The quickstart config, shrunk: tiny convnet, batch 16, two steps, files under tmp_path."""
+    views = [] if num_views is None else [f"method_kwargs.num_views={num_views}"]
     cfg = compose_cfg(config_name, [
-        *TINY, f"method={method}", f"host={host}", f"method_kwargs.num_views={num_views}",
+        *TINY, f"method={method}", f"host={host}", *views,
         f"checkpoint.dir={tmp_path / 'trained_models'}", *(overrides or []),
     ])
     if small_crops:

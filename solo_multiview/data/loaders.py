@@ -13,7 +13,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from solo_multiview.data.augmentations import EvalTransform, build_multicrop_transform
-from solo_multiview.data.datasets import IndexedSubset, build_pretrain_dataset, build_test_dataset
+from solo_multiview.data.datasets import build_pretrain_dataset, build_test_dataset
+from solo_multiview.data.pairing import MTTVPairDataset, build_pair_transforms
 
 
 class WithoutIndexes(Dataset):
@@ -40,8 +41,15 @@ def loader_kwargs(cfg: omegaconf.DictConfig) -> dict:
     }
 
 
-def build_pretrain_set(cfg: omegaconf.DictConfig) -> IndexedSubset:
-    """The long-tailed training set with the K-crop transform of ``cfg.augmentations``."""
+def build_pretrain_set(cfg: omegaconf.DictConfig, pipeline: str = "multicrop") -> Dataset:
+    """The long-tailed training set with the views ``pipeline`` asks for: ``multicrop`` (the
+    K-crop transform of ``cfg.augmentations``) or ``mttv_pairs`` (``data/pairing.py``)."""
+    if pipeline == "mttv_pairs":
+        kwargs = cfg.method_kwargs
+        strong, normal = build_pair_transforms(cfg.augmentations[0], cfg.data.dataset)
+        return MTTVPairDataset(build_pretrain_dataset(cfg, None), strong, normal,
+                               num_pairs=int(kwargs.num_pairs), partner=kwargs.partner,
+                               views=kwargs.views, seed=int(cfg.seed))
     transform = build_multicrop_transform(cfg.augmentations, cfg.data.dataset)
     return build_pretrain_dataset(cfg, transform)
 
@@ -65,8 +73,8 @@ def build_val_loader(cfg: omegaconf.DictConfig) -> Optional[DataLoader]:
     (image_list without ``data.val_split_file``)."""
     if cfg.data.dataset == "image_list" and not cfg.data.val_split_file:
         return None
-    crop_size = cfg.augmentations[0].crop_size
-    dataset = build_test_dataset(cfg, EvalTransform(crop_size, cfg.data.dataset),
-                                 num_classes=cfg.data.num_classes)
+    aug = cfg.augmentations[0]
+    transform = EvalTransform(aug.crop_size, cfg.data.dataset, aug.get("mean"), aug.get("std"))
+    dataset = build_test_dataset(cfg, transform, num_classes=cfg.data.num_classes)
     return DataLoader(WithoutIndexes(dataset), shuffle=False, drop_last=False,
                       **loader_kwargs(cfg))

@@ -34,9 +34,14 @@ from __future__ import annotations
 
 
 class BaseMethod:
-    """Marker base for K-view methods; the host's base class is placed behind it."""
+    """Marker base for K-view methods; the host's base class is placed behind it.
+
+    ``data_pipeline`` names the training data a method needs: ``multicrop`` (K augmented crops
+    per image, ``data/augmentations.py``) or ``mttv_pairs`` (anchor/partner views,
+    ``data/pairing.py``)."""
 
     host_kind = "base"
+    data_pipeline = "multicrop"
 
 
 class BaseMomentumMethod(BaseMethod):

@@ -13,9 +13,11 @@ from typing import Any, Dict
 import omegaconf
 
 from solo_multiview.hosts import compose, resolve_host_name
+from solo_multiview.methods.mttv import MTTV
 from solo_multiview.methods.mv_simclr import MVSimCLR
 
 METHODS: Dict[str, type] = {
+    "mttv": MTTV,
     "mv_simclr": MVSimCLR,
 }
 

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from solo_multiview.config.pretrain import parse_pretrain_cfg
 from solo_multiview.data.loaders import build_pretrain_loader, build_pretrain_set, build_val_loader
-from solo_multiview.methods import build_method
+from solo_multiview.methods import METHODS, build_method
 from solo_multiview.training.checkpointing import Checkpointer, new_version, run_dir
 
 
@@ -26,6 +26,16 @@ class PretrainResult:
     run_dir: Path
     checkpoint: Optional[Path]
     metrics: Dict[str, float]
+
+
+class EpochToDataset(Callback):
+    """Calls ``set_epoch(epoch)`` on the training set when it has one (the MTTV pairing draws
+    new partners each epoch from seeds that include the epoch)."""
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: Any) -> None:
+        dataset = getattr(trainer.train_dataloader, "dataset", None)
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(trainer.current_epoch)
 
 
 def trainer_kwargs(cfg: omegaconf.DictConfig) -> Dict[str, Any]:
@@ -69,8 +79,9 @@ def prepare_pretrain(cfg: omegaconf.DictConfig) -> PreparedRun:
     cfg = parse_pretrain_cfg(cfg)
     seed_everything(cfg.seed, workers=True)
 
-    train_set = build_pretrain_set(cfg)
-    cfg.data.num_classes = int(train_set.source.num_classes)
+    method = METHODS[cfg.method]
+    train_set = build_pretrain_set(cfg, method.data_pipeline)
+    cfg.data.num_classes = int(train_set.num_classes)
     train_loader = build_pretrain_loader(cfg, train_set)
     val_loader = build_val_loader(cfg)
     model = build_method(cfg)
@@ -79,7 +90,7 @@ def prepare_pretrain(cfg: omegaconf.DictConfig) -> PreparedRun:
 
     version = new_version()
     folder = run_dir(cfg, version)
-    callbacks: List[Callback] = []
+    callbacks: List[Callback] = [EpochToDataset()]
     checkpointer = None
     if cfg.checkpoint.enabled:
         checkpointer = Checkpointer(cfg, folder, cfg.checkpoint.frequency,
@@ -114,7 +125,8 @@ def summary(result: PretrainResult) -> str:
     lines = [f"run folder: {result.run_dir}"]
     lines.append(f"checkpoint: {result.checkpoint}" if result.checkpoint
                  else "checkpoint: none (checkpoint.enabled is false)")
-    for key in ("val_acc1", "val_acc5", "val_knn_acc1", "train_nce_loss", "train_loss"):
-        if key in result.metrics:
-            lines.append(f"{key}: {result.metrics[key]:.4f}")
+    shown = [key for key in sorted(result.metrics)
+             if key.startswith("val_acc") or key.startswith("val_knn")
+             or (key.startswith("train_") and key.endswith("_loss") and "class" not in key)]
+    lines += [f"{key}: {result.metrics[key]:.4f}" for key in shown]
     return "\n".join(lines)
