@@ -25,6 +25,8 @@ BAD_CONFIGS = [
     (["+method_kwargs.filter.mode=wide"],
      "method_kwargs.filter.mode must be one of band, low_only, none; got 'wide'"),
     (["method_kwargs.temperature=0"], "method_kwargs.temperature: got 0"),
+    (["method_kwargs.temperature=abc"], "method_kwargs.temperature: got 'abc'; expected a number"),
+    (["method_kwargs.proj_output_dim=16.5"], "method_kwargs.proj_output_dim: got 16.5"),
     (["optimizer.name=rmsprop"], "optimizer.name: unknown value 'rmsprop'"),
     (["backbone.name=vgg"], "backbone.name: unknown value 'vgg'"),
     (["optimizer.batch_size=4096"], "optimizer.batch_size: 4096 is larger than the training set"),

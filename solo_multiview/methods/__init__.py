@@ -14,11 +14,21 @@ import omegaconf
 
 from solo_multiview.hosts import compose, resolve_host_name
 from solo_multiview.methods.mttv import MTTV
+from solo_multiview.methods.mv_barlow_twins import MVBarlowTwins
+from solo_multiview.methods.mv_byol import MVBYOL
+from solo_multiview.methods.mv_mocov2plus import MVMoCoV2Plus
 from solo_multiview.methods.mv_simclr import MVSimCLR
+from solo_multiview.methods.mv_simsiam import MVSimSiam
+from solo_multiview.methods.mv_vicreg import MVVICReg
 
 METHODS: Dict[str, type] = {
     "mttv": MTTV,
     "mv_simclr": MVSimCLR,
+    "mv_byol": MVBYOL,
+    "mv_simsiam": MVSimSiam,
+    "mv_barlow_twins": MVBarlowTwins,
+    "mv_vicreg": MVVICReg,
+    "mv_mocov2plus": MVMoCoV2Plus,
 }
 
 

@@ -12,7 +12,13 @@ from solo_multiview.config.common import check_choice, select
 from solo_multiview.hosts.contract import BaseMomentumMethod
 from solo_multiview.losses.mttv import MTTV_FORMS, mttv_infonce
 from solo_multiview.methods.heads import mlp
-from solo_multiview.methods.options import add_filter_defaults, require
+from solo_multiview.methods.options import (
+    add_filter_defaults,
+    number_above,
+    positive_int,
+    require,
+    require_positive_ints,
+)
 
 FUSIONS = ("sum", "concat")
 PARTNERS = ("image", "none")
@@ -98,12 +104,10 @@ class MTTV(BaseMomentumMethod):
         kwargs.partner = select(cfg, "method_kwargs.partner", "image")
         kwargs.views = select(cfg, "method_kwargs.views", "normalized_augmented")
         kwargs.form = select(cfg, "method_kwargs.form", "principled")
-        require(cfg, "method_kwargs.num_pairs", lambda v: int(v) >= 1 and int(v) == v,
-                "an int >= 1 (K partners per anchor)")
-        require(cfg, "method_kwargs.temperature", lambda v: float(v) > 0, "a float > 0")
-        for key in ("proj_hidden_dim", "proj_output_dim"):
-            if kwargs[key] is not None:
-                require(cfg, f"method_kwargs.{key}", lambda v: int(v) > 0, "a positive int")
+        require(cfg, "method_kwargs.num_pairs", positive_int, "an int >= 1 (K partners per anchor)")
+        require(cfg, "method_kwargs.temperature", number_above(0.0), "a number > 0")
+        require_positive_ints(cfg, *(key for key in ("proj_hidden_dim", "proj_output_dim")
+                                     if kwargs[key] is not None))
         check_choice(cfg, "method_kwargs.fusion", FUSIONS)
         check_choice(cfg, "method_kwargs.partner", PARTNERS)
         check_choice(cfg, "method_kwargs.views", VIEWS)

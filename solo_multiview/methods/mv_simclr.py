@@ -14,7 +14,9 @@ from solo_multiview.methods.options import (
     add_filter_defaults,
     check_num_large_crops,
     filter_band,
+    number_above,
     require,
+    require_positive_ints,
 )
 
 
@@ -49,9 +51,8 @@ class MVSimCLR(BaseMethod):
     @classmethod
     def add_and_assert_specific_cfg(cls, cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
         cfg = super().add_and_assert_specific_cfg(cfg)
-        require(cfg, "method_kwargs.proj_hidden_dim", lambda v: int(v) > 0, "a positive int")
-        require(cfg, "method_kwargs.proj_output_dim", lambda v: int(v) > 0, "a positive int")
-        require(cfg, "method_kwargs.temperature", lambda v: float(v) > 0, "a float > 0")
+        require_positive_ints(cfg, "proj_hidden_dim", "proj_output_dim")
+        require(cfg, "method_kwargs.temperature", number_above(0.0), "a number > 0")
         check_num_large_crops(cfg, "mv_simclr")
         return add_filter_defaults(cfg)
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Optional
+import math
+from typing import Any, Callable, Optional
 
 import omegaconf
 from omegaconf import OmegaConf
@@ -11,13 +12,53 @@ from solo_multiview.config.common import select
 from solo_multiview.losses.band_filter import Band, validate_band
 
 
-def require(cfg: omegaconf.DictConfig, key: str, check, what: str) -> None:
+def positive_int(value: Any) -> bool:
+    """An int > 0 (bools and floats such as 16.7 are not)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def number_above(minimum: float, strict: bool = True) -> Callable[[Any], bool]:
+    """Predicate: a finite number > ``minimum`` (>= when ``strict`` is False)."""
+
+    def check(value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if not math.isfinite(value):
+            return False
+        return value > minimum if strict else value >= minimum
+
+    return check
+
+
+def require(cfg: omegaconf.DictConfig, key: str, check: Callable[[Any], bool],
+            what: str) -> None:
     """Raises ValueError naming ``key`` when it is missing or ``check(value)`` is false."""
     value = select(cfg, key)
     if value is None or OmegaConf.is_missing(cfg, key):
         raise ValueError(f"{key}: missing; expected {what}")
-    if not check(value):
+    try:
+        ok = check(value)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
         raise ValueError(f"{key}: got {value!r}; expected {what}")
+
+
+def require_positive_ints(cfg: omegaconf.DictConfig, *keys: str) -> None:
+    """``require`` of a positive int for every ``method_kwargs.<key>``."""
+    for key in keys:
+        require(cfg, f"method_kwargs.{key}", positive_int, "a positive int")
+
+
+def refuse_small_crops(cfg: omegaconf.DictConfig, method: str) -> None:
+    """For methods whose loss has no place for small crops: a config error if there are any."""
+    num_small = select(cfg, "data.num_small_crops", 0) or 0
+    if num_small:
+        raise ValueError(
+            f"augmentations: {method} uses the K large crops only, got {num_small} small crops "
+            "(entries whose crop_size differs from the first entry's); remove them or use "
+            "mv_byol / mv_simsiam for multi-crop"
+        )
 
 
 def check_num_large_crops(cfg: omegaconf.DictConfig, method: str, minimum: int = 2) -> None:

@@ -1,0 +1,116 @@
+"""mv_simsiam: SimSiam with K >= 2 large views (and optional small crops)."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Sequence
+
+import omegaconf
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from solo_multiview.hosts.contract import BaseMethod
+from solo_multiview.losses.mv_simsiam import mv_simsiam_loss
+from solo_multiview.methods.options import (
+    check_num_large_crops,
+    require_positive_ints,
+)
+
+
+def simsiam_projector(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
+    """SimSiam's 3-layer projector: (Linear-BN-ReLU) x 2, Linear, BN without affine.
+
+    Linear layers followed by a BN carry no bias (the BN would remove it)."""
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden_dim, bias=False),
+        nn.BatchNorm1d(hidden_dim),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden_dim, hidden_dim, bias=False),
+        nn.BatchNorm1d(hidden_dim),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden_dim, out_dim, bias=False),
+        nn.BatchNorm1d(out_dim, affine=False),
+    )
+
+
+def simsiam_predictor(dim: int, hidden_dim: int) -> nn.Sequential:
+    """SimSiam's bottleneck predictor: Linear (no bias) - BN - ReLU - Linear."""
+    return nn.Sequential(
+        nn.Linear(dim, hidden_dim, bias=False),
+        nn.BatchNorm1d(hidden_dim),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden_dim, dim),
+    )
+
+
+class MVSimSiam(BaseMethod):
+    """K-view SimSiam (https://arxiv.org/abs/2011.10566 generalised to K views).
+
+    The prediction p_v of every crop v is pulled towards the stop-gradient projection z_j of
+    every *other* large crop j of the same image. K large and S small crops
+    (``losses/mv_simsiam.py``):
+
+        L = -1 / (K(K-1) + S K) * sum_{j < K} sum_{v != j} mean_b cos(p_{v,b}, sg(z_{j,b}))
+
+    the mean over all (prediction, target) pairs; at K = 2, S = 0 this is solo-learn's
+    ``(D(p_1, z_2) + D(p_2, z_1)) / 2`` and it stays in [-1, 1] for every K and S. Small crops
+    only predict. All K large crops go through the backbone in one call, the S small crops of one
+    size in one more. As in solo-learn, the predictor keeps a constant learning rate
+    (``static_lr``) under the schedule.
+
+    Extra cfg settings:
+        method_kwargs:
+            proj_hidden_dim (int): hidden width of the projector.
+            proj_output_dim (int): output width of the projector (and of the predictor).
+            pred_hidden_dim (int): hidden (bottleneck) width of the predictor.
+    """
+
+    def __init__(self, cfg: omegaconf.DictConfig):
+        super().__init__(cfg)
+        kwargs = cfg.method_kwargs
+        self.projector = simsiam_projector(self.features_dim, kwargs.proj_hidden_dim,
+                                           kwargs.proj_output_dim)
+        self.predictor = simsiam_predictor(kwargs.proj_output_dim, kwargs.pred_hidden_dim)
+
+    @classmethod
+    def add_and_assert_specific_cfg(cls, cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
+        cfg = super().add_and_assert_specific_cfg(cfg)
+        require_positive_ints(cfg, "proj_hidden_dim", "proj_output_dim", "pred_hidden_dim")
+        check_num_large_crops(cfg, "mv_simsiam")
+        return cfg
+
+    @property
+    def learnable_params(self) -> List[Dict[str, Any]]:
+        return super().learnable_params + [
+            {"name": "projector", "params": self.projector.parameters()},
+            {"name": "predictor", "params": self.predictor.parameters(), "static_lr": True},
+        ]
+
+    def forward(self, X: torch.Tensor) -> Dict[str, Any]:
+        out = super().forward(X)
+        z = self.projector(out["feats"])
+        out.update({"z": z, "p": self.predictor(z)})
+        return out
+
+    def multicrop_forward(self, X: torch.Tensor) -> Dict[str, Any]:
+        out = super().multicrop_forward(X)
+        z = self.projector(out["feats"])
+        out.update({"z": z, "p": self.predictor(z)})
+        return out
+
+    def training_step(self, batch: Sequence[Any], batch_idx: int) -> torch.Tensor:
+        out = super().training_step(batch, batch_idx)
+        # predictions of all K + S crops, stop-gradient targets of the K large crops
+        large_z = out["z"][: self.num_large_crops]
+        simsiam_loss = mv_simsiam_loss(out["p"], large_z)
+
+        with torch.no_grad():  # collapse monitor: per-dimension std of the unit projections
+            z_std = F.normalize(torch.stack(large_z), dim=-1).std(dim=1).mean()
+
+        # train_neg_cos_sim is solo-learn's name for the same value
+        self.log_dict(
+            {"train_simsiam_loss": simsiam_loss, "train_neg_cos_sim": simsiam_loss,
+             "train_z_std": z_std},
+            on_epoch=True, sync_dist=True,
+        )
+        return simsiam_loss + out["loss"]
