@@ -1,5 +1,5 @@
 """Compatibility fixes for solo-learn (GitHub vturrisi/solo-learn, last release early 2024) on
-current libraries. Every fix lives here, is idempotent, and is tested in tests/test_solo_host.py.
+current libraries. Every fix lives here, is idempotent, and is tested in tests/test_hosts.py.
 
 1. ``solo.utils.knn.WeightedKNNClassifier`` passes ``compute_on_step`` to torchmetrics'
    ``Metric.__init__``; torchmetrics 1.x removed that argument, so ``knn_eval.enabled: true``

@@ -1,0 +1,39 @@
+"""Weighted k-nearest-neighbour evaluation of a pretrained (frozen) backbone, with long-tail
+metrics.
+
+    python main_knn.py --config-name knn_cifar100lt \
+        pretrained_feature_extractor=trained_models/mv_simclr/<version>
+    python main_knn.py --config-name knn_quickstart_digits \
+        pretrained_feature_extractor=trained_models/mv_simclr/<version> knn.k=20 train_set=longtail
+
+Configs are the knn_*.yaml files in scripts/linear/ (they share the data files with the linear
+configs). The memory bank is the train_set images (balanced | longtail | N per class); results
+go to <checkpoint folder>/eval/knn-<train set>-k<k>-t<T>/ unless results.dir / results.name say
+otherwise. Features are cached in <results.dir>/feature_cache and shared with main_linear.py.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from solo_multiview.eval.prepare import prepare_eval
+from solo_multiview.eval.run_knn import evaluate_knn
+
+
+@hydra.main(version_base="1.2", config_path="scripts/linear", config_name=None)
+def main(cfg: DictConfig) -> None:
+    OmegaConf.set_struct(cfg, False)
+    try:
+        prepared = prepare_eval(cfg, "knn")
+    except (ValueError, FileNotFoundError) as error:
+        # bad input: one clear line, non-zero exit, before anything is computed or written
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    evaluate_knn(prepared)
+
+
+if __name__ == "__main__":
+    main()

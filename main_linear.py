@@ -1,0 +1,40 @@
+"""Linear probe of a pretrained (frozen) backbone, with long-tail metrics.
+
+    python main_linear.py --config-name cifar100lt \
+        pretrained_feature_extractor=trained_models/mv_simclr/<version>
+    python main_linear.py --config-name quickstart_digits \
+        pretrained_feature_extractor=trained_models/mv_simclr/<version> train_set=longtail
+    python main_linear.py --config-name cifar10lt pretrained_feature_extractor=... \
+        train_set=10 probe.mode=augmented
+
+Configs live in scripts/linear/ (kNN configs, knn_*.yaml, sit beside them for main_knn.py). The
+checkpoint is a .ckpt file or a pretraining run folder (its newest .ckpt) with args.json beside
+it. Results go to <checkpoint folder>/eval/linear-<train set>/ (results.json, per_class.csv,
+per_class.png) unless results.dir / results.name say otherwise.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from solo_multiview.eval.prepare import prepare_eval
+from solo_multiview.eval.run_linear import evaluate_linear
+
+
+@hydra.main(version_base="1.2", config_path="scripts/linear", config_name=None)
+def main(cfg: DictConfig) -> None:
+    OmegaConf.set_struct(cfg, False)
+    try:
+        prepared = prepare_eval(cfg, "linear")
+    except (ValueError, FileNotFoundError) as error:
+        # bad input: one clear line, non-zero exit, before anything is computed or written
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    evaluate_linear(prepared)
+
+
+if __name__ == "__main__":
+    main()
