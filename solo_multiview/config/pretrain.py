@@ -24,6 +24,8 @@ NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10}
 DATA_FORMATS = ("image_folder", "dali")
 LONG_TAIL_PROFILES = ("exp", "step", "pareto", "none")
 LR_SCALING = ("linear", "none")
+NONFINITE_POLICIES = ("stop", "skip")
+BAD_IMAGE_POLICIES = ("error", "skip")
 
 
 def add_defaults(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
@@ -33,6 +35,7 @@ def add_defaults(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
     cfg.host = select(cfg, "host", "auto")
     cfg.seed = select(cfg, "seed", 5)
     cfg.resume_from_checkpoint = select(cfg, "resume_from_checkpoint", None)
+    cfg.nonfinite_loss = select(cfg, "nonfinite_loss", "stop")
 
     cfg.checkpoint = select(cfg, "checkpoint", {})
     cfg.checkpoint.enabled = select(cfg, "checkpoint.enabled", True)
@@ -57,13 +60,22 @@ def add_defaults(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
     cfg.data.num_workers = select(cfg, "data.num_workers", 4)
     cfg.data.no_labels = select(cfg, "data.no_labels", False)
     cfg.data.fraction = select(cfg, "data.fraction", -1)
-    lt_default = {"profile": "exp", "imbalance_ratio": 10} if cfg.data.get("dataset") == "digits" \
-        else {"profile": "none", "imbalance_ratio": 1}
+    cfg.data.bad_images = select(cfg, "data.bad_images", "error")
+    # A config without data.long_tail keeps the dataset as it is (CIFAR balanced, as in
+    # solo-learn; digits is shipped long-tailed); a node that names only some keys gets the
+    # CIFAR-LT convention (exp, ratio 100) for the rest.
+    dataset = cfg.data.get("dataset")
+    absent = select(cfg, "data.long_tail") is None
+    if dataset == "digits":
+        profile, ratio = "exp", 10
+    elif absent or dataset == "image_list":
+        profile, ratio = "none", 1
+    else:
+        profile, ratio = "exp", 100
     cfg.data.long_tail = select(cfg, "data.long_tail", {})
     lt = cfg.data.long_tail
-    lt.profile = select(cfg, "data.long_tail.profile", lt_default["profile"])
-    lt.imbalance_ratio = select(cfg, "data.long_tail.imbalance_ratio",
-                                lt_default["imbalance_ratio"])
+    lt.profile = select(cfg, "data.long_tail.profile", profile)
+    lt.imbalance_ratio = select(cfg, "data.long_tail.imbalance_ratio", ratio)
     lt.seed = select(cfg, "data.long_tail.seed", 0)
     lt.class_order = select(cfg, "data.long_tail.class_order", "natural")
     lt.index_file = select(cfg, "data.long_tail.index_file", None)
@@ -129,12 +141,30 @@ def check_data(cfg: omegaconf.DictConfig) -> None:
         data.num_classes = NUM_CLASSES[data.dataset]
 
 
+def check_reliability(cfg: omegaconf.DictConfig) -> None:
+    """``nonfinite_loss``, ``data.bad_images`` and ``auto_resume`` (README: reliability)."""
+    check_choice(cfg, "nonfinite_loss", NONFINITE_POLICIES)
+    check_choice(cfg, "data.bad_images", BAD_IMAGE_POLICIES)
+    enabled = cfg.auto_resume.enabled
+    if not isinstance(enabled, bool):
+        raise ValueError(f"auto_resume.enabled: got {enabled!r}; expected true or false")
+    hours = cfg.auto_resume.max_hours
+    if isinstance(hours, bool) or not isinstance(hours, (int, float)) or not hours > 0:
+        raise ValueError(f"auto_resume.max_hours: got {hours!r}; expected a number of hours > 0 "
+                         "(checkpoints older than this are not resumed)")
+    resume = cfg.resume_from_checkpoint
+    if resume is not None and not isinstance(resume, str):
+        raise ValueError(f"resume_from_checkpoint: got {resume!r}; expected the path of a .ckpt "
+                         "file or null")
+
+
 def scale_learning_rates(cfg: omegaconf.DictConfig) -> None:
     """solo-learn's linear scaling: lr * (batch_size * devices * nodes) / 256."""
     check_choice(cfg, "optimizer.lr_scaling", LR_SCALING)
-    if cfg.optimizer.lr_scaling == "none":
-        return
+    if cfg.optimizer.lr_scaling == "none" or "lr_scale_factor" in cfg.optimizer:
+        return  # not scaled, or already scaled by an earlier parse of this config
     total = cfg.optimizer.batch_size * count_devices(cfg.devices, cfg.accelerator) * cfg.num_nodes
+    cfg.optimizer.lr_scale_factor = total / 256
     cfg.optimizer.lr = cfg.optimizer.lr * total / 256
     cfg.optimizer.classifier_lr = cfg.optimizer.classifier_lr * total / 256
 
@@ -171,6 +201,7 @@ def parse_pretrain_cfg(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
     check_choice(cfg, "backbone.name", tuple(BACKBONES))
     count_crops(cfg)
     check_data(cfg)
+    check_reliability(cfg)
     add_optimizer_kwargs(cfg)
     scale_learning_rates(cfg)
     # the method's own defaults and checks, on a copy, so they fail now rather than at build

@@ -4,6 +4,21 @@
 (the long-tailed training set), so the default collate yields solo-learn's batch
 ``[indexes, crops, targets]`` when the transform returns a list of crops.
 
+Reproducible augmentation: with a ``seed`` (the pretraining set gets ``cfg.seed``), the
+transform of item ``i`` runs on torch's CPU generator seeded by :func:`item_seed` of
+``(seed, epoch, i)`` and restored afterwards, so an item's crops depend only on the seed, the
+epoch (``set_epoch``; shared memory, so running data loader workers see it) and the index: not on
+the data loader worker, the rank, the number of workers or what ran before. Without a seed the
+transform draws from the global generator as usual (probe and test sets).
+
+Unreadable images (``bad_images``, config key ``data.bad_images``): ``error`` (default) lets the
+source's :class:`~solo_multiview.data.sources.BadImageError` (naming the file) propagate;
+``skip`` replaces the broken item ``i`` by the next readable position ``j = i+1, i+2, ...``
+(cyclically) and returns ``(j, crops of image j, target of j)`` with the crops drawn from item
+``i``'s seed. The replacement is deterministic (the same in every worker, rank and epoch), batch
+sizes stay equal on every rank, and ``bad_image_count`` counts the distinct broken files met so
+far in all workers (a shared-memory mask).
+
 Long-tail defaults per ``data.dataset`` (for keys missing from ``data.long_tail``):
 
 ==============  ====================================  ===================================
@@ -17,10 +32,12 @@ image_list      the split list as is (profile none)   profile none (the list is 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
+import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from torch.utils.data import Dataset
@@ -28,6 +45,7 @@ from torch.utils.data import Dataset
 from solo_multiview.data.longtail import DEFAULTS as LT_DEFAULTS
 from solo_multiview.data.longtail import long_tail_indexes, select_per_class
 from solo_multiview.data.sources import (
+    BadImageError,
     ImageListSource,
     ImageSource,
     cifar_source,
@@ -53,11 +71,37 @@ _LT_WHEN_PRESENT: dict[str, dict[str, Any]] = {
 }
 
 
+BAD_IMAGE_POLICIES = ("error", "skip")
+
+
+def item_seed(*keys: int) -> int:
+    """A 63-bit seed from integer ``keys`` (e.g. ``(seed, epoch, index)``) through numpy's
+    SeedSequence, so nearby keys give unrelated streams."""
+    entropy = [int(k) & 0xFFFFFFFFFFFFFFFF for k in keys]
+    high, low = np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint32).tolist()
+    return ((high << 32) | low) & 0x7FFFFFFFFFFFFFFF
+
+
+@contextmanager
+def seeded_torch_rng(seed: int) -> Iterator[None]:
+    """Runs the block on torch's default CPU generator seeded with ``seed``, then restores the
+    generator's previous state (CUDA generators are not touched)."""
+    generator = torch.random.default_generator
+    state = generator.get_state()
+    generator.manual_seed(seed)
+    try:
+        yield
+    finally:
+        generator.set_state(state)
+
+
 class IndexedSubset(Dataset):
     """Positions ``source_indexes`` of ``source``, transformed by ``transform``.
 
     ``__getitem__(i)`` returns ``(i, transform(image), target)`` (the PIL image itself when
     ``transform`` is None). ``class_counts[c]`` is the number of class-``c`` images here.
+    ``seed`` makes the transform a function of ``(seed, epoch, i)``; ``bad_images`` is the
+    policy for unreadable files (module docstring).
     """
 
     def __init__(
@@ -65,6 +109,8 @@ class IndexedSubset(Dataset):
         source: ImageSource,
         indexes: Optional[np.ndarray] = None,
         transform: Optional[Callable[[Image.Image], Any]] = None,
+        seed: Optional[int] = None,
+        bad_images: str = "error",
     ) -> None:
         self.source = source
         if indexes is None:
@@ -77,22 +123,79 @@ class IndexedSubset(Dataset):
                 f"IndexedSubset: indexes must lie in [0, {len(source)}), got range "
                 f"[{self.source_indexes.min()}, {self.source_indexes.max()}]"
             )
+        if bad_images not in BAD_IMAGE_POLICIES:
+            raise ValueError(f"data.bad_images: unknown value {bad_images!r}; choose one of "
+                             f"{list(BAD_IMAGE_POLICIES)}")
         self.transform = transform
+        self.seed = None if seed is None else int(seed)
+        self.bad_images = bad_images
         self.num_classes = int(source.num_classes)
         self.targets = np.asarray(source.targets, dtype=np.int64)[self.source_indexes]
         self.class_counts = np.bincount(self.targets, minlength=self.num_classes)
+        # shared memory: written by the main process / any worker, read by all of them
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+        self._bad = (torch.zeros(len(self.source_indexes), dtype=torch.uint8).share_memory_()
+                     if bad_images == "skip" else None)
 
     def __len__(self) -> int:
         return len(self.source_indexes)
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch[0])
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch that seeds the augmentations (called by the training loop each epoch)."""
+        self._epoch[0] = int(epoch)
 
     def load_image(self, index: int) -> Image.Image:
         """The raw (untransformed) image at subset position ``index``."""
         return self.source.load(int(self.source_indexes[index]))
 
+    def resolve(self, index: int) -> tuple[int, Image.Image]:
+        """``(j, image j)``: ``j = index`` unless its file is unreadable under
+        ``bad_images=skip``, then the next readable position (module docstring)."""
+        if self._bad is None:
+            return index, self.load_image(index)
+        n = len(self)
+        for step in range(n):
+            j = (index + step) % n
+            if self._bad[j]:
+                continue
+            try:
+                return j, self.load_image(j)
+            except BadImageError:
+                self._bad[j] = 1
+        raise BadImageError(f"data.bad_images=skip: none of the {n} images can be read")
+
+    @property
+    def bad_image_count(self) -> int:
+        """Distinct unreadable files met so far (``bad_images=skip``; 0 otherwise)."""
+        return 0 if self._bad is None else int(self._bad.sum())
+
+    def bad_image_positions(self) -> np.ndarray:
+        """Positions of the unreadable files met so far."""
+        return (np.zeros(0, dtype=np.int64) if self._bad is None
+                else np.flatnonzero(self._bad.numpy()))
+
+    def describe(self, index: int) -> str:
+        """The file (and split-list line) behind position ``index``, for messages."""
+        describe = getattr(self.source, "describe", None)
+        j = int(self.source_indexes[index])
+        return describe(j) if describe is not None else f"source image {j}"
+
+    def apply_transform(self, image: Image.Image, index: int) -> Any:
+        """``transform(image)``, seeded by ``(seed, epoch, index)`` when the set has a seed."""
+        if self.transform is None:
+            return image
+        if self.seed is None:
+            return self.transform(image)
+        with seeded_torch_rng(item_seed(self.seed, self.epoch, index)):
+            return self.transform(image)
+
     def __getitem__(self, index: int) -> tuple[int, Any, int]:
-        image = self.load_image(index)
-        out = image if self.transform is None else self.transform(image)
-        return index, out, int(self.targets[index])
+        used, image = self.resolve(int(index))
+        return used, self.apply_transform(image, int(index)), int(self.targets[used])
 
 
 # ---------------------------------------------------------------------------- config access
@@ -215,14 +318,23 @@ def pretrain_indexes(cfg: DictConfig, source: ImageSource) -> np.ndarray:
     return long_tail_indexes(source.targets, source.num_classes, long_tail_config(cfg))
 
 
+def bad_image_policy(cfg: DictConfig) -> str:
+    """``data.bad_images`` (``error`` when absent)."""
+    policy = _data(cfg).get("bad_images", None)
+    return "error" if policy in (None, "None") else str(policy)
+
+
 def build_pretrain_dataset(
     cfg: DictConfig,
     transform: Optional[Callable[[Image.Image], Any]],
     source: Optional[ImageSource] = None,
+    seed: Optional[int] = None,
 ) -> IndexedSubset:
-    """The long-tailed pretraining set: the train source under the ``data.long_tail`` overlay."""
+    """The long-tailed pretraining set: the train source under the ``data.long_tail`` overlay,
+    with the ``data.bad_images`` policy; ``seed`` seeds the augmentations per item."""
     source = build_train_source(cfg) if source is None else source
-    return IndexedSubset(source, pretrain_indexes(cfg, source), transform)
+    return IndexedSubset(source, pretrain_indexes(cfg, source), transform, seed=seed,
+                         bad_images=bad_image_policy(cfg))
 
 
 def few_shot_indexes(
@@ -282,5 +394,6 @@ def build_test_dataset(
     transform: Optional[Callable[[Image.Image], Any]],
     num_classes: Optional[int] = None,
 ) -> IndexedSubset:
-    """The whole balanced test source under ``transform``."""
-    return IndexedSubset(build_test_source(cfg, num_classes), None, transform)
+    """The whole balanced test source under ``transform`` (``data.bad_images`` policy)."""
+    return IndexedSubset(build_test_source(cfg, num_classes), None, transform,
+                         bad_images=bad_image_policy(cfg))

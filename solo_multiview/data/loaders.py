@@ -2,15 +2,32 @@
 
 Pretraining batches follow the contract ``[indexes, crops, targets]``; validation batches are
 ``[images, targets]`` as solo-learn's ``validation_step`` expects.
+
+Data order (reproducible, so a resumed run sees what an uninterrupted one saw):
+:class:`EpochSampler` yields ``torch.randperm(N)`` from a generator seeded with
+``cfg.seed + epoch``. Under DDP Lightning wraps it in its ``DistributedSamplerWrapper``, which pads
+that permutation to a multiple of W with its first indexes (so when N % W != 0 up to W - 1 images
+appear twice in the epoch) and gives rank r the positions r, r + W, r + 2W, ... of it: the order of
+Lightning's own ``DistributedSampler(shuffle=True, seed=cfg.seed)``. The ranks' shards are disjoint
+and together cover the epoch; each rank drops its last incomplete batch (``drop_last=True``; every
+rank has the same number of full batches), so an epoch trains on ``W * B * floor(ceil(N / W) / B)``
+items.
+
+The sampler's epoch (``set_epoch``; Lightning calls it every epoch) is handed to the dataset's
+``set_epoch`` when iteration starts, before any index is handed out, so the order and the
+augmentations of an epoch always agree. A resumed run must set the epoch before ``fit``
+(``training/pretrain.py`` does, from the checkpoint): Lightning creates the first iterator while
+it configures the optimizers (to count the steps), before it restores the epoch counter and calls
+``set_epoch``, and with workers the first batches are requested right then.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, Iterator, Optional, Tuple
 
 import omegaconf
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from solo_multiview.data.augmentations import EvalTransform, build_multicrop_transform
 from solo_multiview.data.datasets import build_pretrain_dataset, build_test_dataset
@@ -31,6 +48,32 @@ class WithoutIndexes(Dataset):
         return image, target
 
 
+class EpochSampler(Sampler[int]):
+    """All positions of ``data_source`` in the order ``torch.randperm(N)`` gives on a generator
+    seeded with ``seed + epoch`` (the order of a one-replica ``DistributedSampler(seed=seed)``),
+    independent of the global RNG state; the epoch (``set_epoch``) is passed on to
+    ``data_source.set_epoch`` when iteration starts (module docstring)."""
+
+    def __init__(self, data_source: Dataset, seed: int) -> None:
+        self.data_source = data_source
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        set_dataset_epoch = getattr(self.data_source, "set_epoch", None)
+        if callable(set_dataset_epoch):
+            set_dataset_epoch(self.epoch)
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(len(self.data_source), generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return len(self.data_source)
+
+
 def loader_kwargs(cfg: omegaconf.DictConfig) -> dict:
     workers = int(cfg.data.num_workers)
     return {
@@ -44,28 +87,31 @@ def loader_kwargs(cfg: omegaconf.DictConfig) -> dict:
 def build_pretrain_set(cfg: omegaconf.DictConfig, pipeline: str = "multicrop") -> Dataset:
     """The long-tailed training set with the views ``pipeline`` asks for: ``multicrop`` (the
     K-crop transform of ``cfg.augmentations``) or ``mttv_pairs`` (``data/pairing.py``)."""
+    seed = int(cfg.get("seed", 0) or 0)
     if pipeline == "mttv_pairs":
         kwargs = cfg.method_kwargs
         strong, normal = build_pair_transforms(cfg.augmentations[0], cfg.data.dataset)
         return MTTVPairDataset(build_pretrain_dataset(cfg, None), strong, normal,
                                num_pairs=int(kwargs.num_pairs), partner=kwargs.partner,
-                               views=kwargs.views, seed=int(cfg.seed))
+                               views=kwargs.views, seed=seed)
     transform = build_multicrop_transform(cfg.augmentations, cfg.data.dataset)
-    return build_pretrain_dataset(cfg, transform)
+    return build_pretrain_dataset(cfg, transform, seed=seed)
 
 
 def build_pretrain_loader(
     cfg: omegaconf.DictConfig, dataset: Optional[Dataset] = None
 ) -> DataLoader:
-    """Shuffled, last partial batch dropped (contrastive losses want full batches). Under DDP
-    Lightning swaps in a DistributedSampler, so each rank reads a disjoint shard."""
+    """Shuffled by :class:`EpochSampler` (seed ``cfg.seed``), last partial batch dropped
+    (contrastive losses want full batches). Under DDP Lightning shards the sampler's order
+    (``DistributedSamplerWrapper``), so each rank reads a disjoint shard (module docstring)."""
     dataset = build_pretrain_set(cfg) if dataset is None else dataset
     if len(dataset) < cfg.optimizer.batch_size:
         raise ValueError(
             f"optimizer.batch_size: {cfg.optimizer.batch_size} is larger than the training set "
             f"({len(dataset)} images after the long-tail selection)"
         )
-    return DataLoader(dataset, shuffle=True, drop_last=True, **loader_kwargs(cfg))
+    sampler = EpochSampler(dataset, int(cfg.get("seed", 0) or 0))
+    return DataLoader(dataset, sampler=sampler, drop_last=True, **loader_kwargs(cfg))
 
 
 def build_val_loader(cfg: omegaconf.DictConfig) -> Optional[DataLoader]:

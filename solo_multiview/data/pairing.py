@@ -21,8 +21,13 @@ Options: ``partner="none"`` uses ``y = x`` (one image, i.e. SimCLR with an EMA t
 Randomness: the partners of item ``i`` come from ``np.random.default_rng([seed, epoch, rank,
 worker_id, i])``, reproducible under a seed and different across epochs, ranks and data loader
 workers. The epoch and rank live in a shared-memory tensor, so ``set_epoch`` reaches workers that
-already exist (``persistent_workers=True``). The crops' own randomness is torchvision's (torch's
-global generator, seeded per worker by the data loader).
+already exist (``persistent_workers=True``). The crops of item ``i`` are drawn on torch's CPU
+generator seeded by ``(seed, epoch, i)`` (``datasets.item_seed``; the generator's state is restored
+afterwards), so an item is a function of (seed, epoch, rank, worker id, index) and a resumed run
+replays the data of an uninterrupted one. Unreadable images follow the base set's
+``data.bad_images`` policy (``IndexedSubset.resolve``): under ``skip`` a broken anchor is replaced
+by the next readable position, which the item then reports as its index, and a broken partner by
+its next readable position.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from PIL import Image
 from torch.utils.data import Dataset, get_worker_info
 
 from solo_multiview.data.augmentations import EvalTransform, build_transform
-from solo_multiview.data.datasets import IndexedSubset
+from solo_multiview.data.datasets import IndexedSubset, item_seed, seeded_torch_rng
 
 PARTNERS = ("image", "none")
 VIEWS = ("normalized_augmented", "augmented_augmented")
@@ -139,16 +144,18 @@ class MTTVPairDataset(Dataset):
 
     # ------------------------------------------------------------------ items
     def __getitem__(self, index: int) -> tuple[int, list[torch.Tensor], int]:
-        x = self.base.load_image(index)
+        index = int(index)
+        used, x = self.base.resolve(index)
         partners = [
-            x if j == index else self.base.load_image(int(j))
+            x if j == index else self.base.resolve(int(j))[1]
             for j in self.partner_indexes(index).tolist()
         ]
-        x_n = [self.normal(x) for _ in partners]
-        y_a = [self.strong(y) for y in partners]
-        x_a = [self.strong(x) for _ in partners]
-        y_n = [self.normal(y) for y in partners]
-        return index, x_n + y_a + x_a + y_n, int(self.base.targets[index])
+        with seeded_torch_rng(item_seed(self.seed, self.epoch, index)):
+            x_n = [self.normal(x) for _ in partners]
+            y_a = [self.strong(y) for y in partners]
+            x_a = [self.strong(x) for _ in partners]
+            y_n = [self.normal(y) for y in partners]
+        return used, x_n + y_a + x_a + y_n, int(self.base.targets[used])
 
 
 def build_pair_transforms(

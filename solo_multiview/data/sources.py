@@ -13,6 +13,13 @@ Sources:
   (the ImageNet-LT / BCL file format).
 - ``digits_source``: scikit-learn's bundled 8x8 digits (1,797 images, no download) turned into
   16x16 RGB images, with a fixed, seeded, balanced held-out test part.
+
+Bad files (``ImageListSource``): a listed file that does not exist is an error at construction
+(FileNotFoundError naming the split list, its lines and the paths); a label outside
+``[0, data.num_classes)`` is an error at construction (ValueError naming file and line); a file
+that exists but cannot be decoded (truncated JPEG, a text file named ``.png``) is detected when it
+is loaded and raises :class:`BadImageError` naming the file and its line in the split list
+(``IndexedSubset`` applies the ``data.bad_images`` policy to it).
 """
 
 from __future__ import annotations
@@ -25,6 +32,10 @@ import numpy as np
 from PIL import Image
 
 PathLike = Union[str, Path]
+
+
+class BadImageError(OSError):
+    """A listed image file exists but cannot be read or decoded (the message names the file)."""
 
 #: Images per class held out as the balanced digits test set (1,797 images, 174..183 per class).
 DIGITS_TEST_PER_CLASS = 40
@@ -156,7 +167,8 @@ class ImageListSource:
     """Images under ``root`` listed by a split file (``relative/path label`` per line).
 
     Every listed file is checked at construction, so a wrong root fails at start rather than in
-    a data loader worker hours later.
+    a data loader worker hours later; so is every label against ``num_classes`` when given.
+    ``line_numbers[i]`` is the split list's (1-based) line of entry ``i``.
     """
 
     def __init__(
@@ -167,13 +179,26 @@ class ImageListSource:
             raise FileNotFoundError(f"image root not found: '{self.root}'")
         self.split_file = Path(split_file)
         relative, self.targets = parse_split_file(self.split_file)
+        with self.split_file.open() as handle:
+            self.line_numbers = [n for n, line in enumerate(handle, start=1) if line.strip()]
         self.paths = [self.root / rel for rel in relative]
-        missing = [str(rel) for rel, p in zip(relative, self.paths) if not p.is_file()]
+        missing = [i for i, p in enumerate(self.paths) if not p.is_file()]
         if missing:
+            shown = [f"{relative[i]} (line {self.line_numbers[i]})" for i in missing[:3]]
             raise FileNotFoundError(
                 f"{len(missing)} image(s) listed in '{self.split_file}' are missing under "
-                f"'{self.root}', e.g. {missing[:3]}"
+                f"'{self.root}', e.g. {shown}"
             )
+        if num_classes is not None:
+            out = np.flatnonzero(self.targets >= int(num_classes))
+            if out.size:
+                first = int(out[0])
+                raise ValueError(
+                    f"{self.split_file}:{self.line_numbers[first]}: label "
+                    f"{int(self.targets[first])} is out of range for data.num_classes="
+                    f"{num_classes} (labels must lie in [0, {num_classes}); {out.size} line(s) "
+                    "affected); fix the list or raise data.num_classes"
+                )
         self.num_classes = _check_num_classes(
             self.targets, num_classes, f"split file '{self.split_file}'"
         )
@@ -181,9 +206,20 @@ class ImageListSource:
     def __len__(self) -> int:
         return len(self.targets)
 
+    def describe(self, index: int) -> str:
+        """``'<path>' (<split file>:<line>)``, for messages."""
+        return f"'{self.paths[index]}' ({self.split_file}:{self.line_numbers[index]})"
+
     def load(self, index: int) -> Image.Image:
-        with Image.open(self.paths[index]) as img:
-            return img.convert("RGB")
+        """The image as RGB; BadImageError naming the file when it cannot be decoded."""
+        try:
+            with Image.open(self.paths[index]) as img:
+                return img.convert("RGB")
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+            raise BadImageError(
+                f"cannot read image {self.describe(index)}: {type(err).__name__}: {err}. Replace "
+                "or remove the file, or set data.bad_images=skip to train without it"
+            ) from err
 
 
 @lru_cache(maxsize=1)

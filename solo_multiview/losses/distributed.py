@@ -13,6 +13,18 @@ scores its own rows against the embeddings of all ranks. Two gathers are needed 
   so a small autograd function is used instead.)
 - :func:`gather_no_grad` for labels / identities / stop-gradient targets.
 
+A loss that averages over a *data-dependent* subset of its anchors (the band filter drops anchors
+whose positive leaves the band) must divide by the global number of kept anchors, not the local
+one: DDP averages the per-rank gradients, and the mean of per-rank means is the global mean only
+when every rank keeps the same number. :func:`global_weighted_mean` does that: with ``n_r`` kept
+anchors on rank ``r`` and ``S_r`` the sum of their terms,
+
+    loss_r = W * S_r / max(sum_q n_q, 1),     mean_r loss_r = sum_r S_r / max(sum_q n_q, 1),
+
+so both the rank-averaged value (what ``sync_dist=True`` logs) and the DDP-averaged gradient are
+those of the single-process mean over the global batch. The count is all-reduced without gradient
+(it is a count of a detached mask).
+
 Both concatenate along dim 0 in rank order (rank 0's rows first) and need the same shape on every
 rank (``all_gather`` requirement; the data loaders drop the last incomplete batch). Without an
 initialised process group, or with world size 1, both are the identity (``gather_no_grad`` returns
@@ -63,6 +75,34 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     if world == 1:
         return x
     return _GatherWithGrad.apply(x)
+
+
+@torch.no_grad()
+def all_reduce_no_grad(x: torch.Tensor) -> torch.Tensor:
+    """Sum of ``x`` over all ranks (a detached copy); ``x.detach()`` when not distributed."""
+    _, world = rank_and_world()
+    x = x.detach()
+    if world == 1:
+        return x
+    x = x.clone().contiguous()
+    dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return x
+
+
+def global_weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Per-rank share of the mean of ``values`` over the selected entries of **all** ranks.
+
+    ``W * sum_local(values * weights) / max(sum_all_ranks(weights), 1)``: averaging this over the
+    W ranks (DDP's gradient average, ``sync_dist`` logging) gives the single-process mean over
+    the global batch (module docstring). Without a process group it is
+    ``sum(values * weights) / max(sum(weights), 1)``. ``values`` must be finite where selected.
+    """
+    _, world = rank_and_world()
+    w = weights.to(values.dtype)
+    local = (values * w).sum()
+    if world == 1:
+        return local / w.sum().clamp(min=1.0)
+    return local * world / all_reduce_no_grad(w.sum()).clamp(min=1.0)
 
 
 @torch.no_grad()

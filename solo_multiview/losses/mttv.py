@@ -38,9 +38,16 @@ twice, so each denominator is short by ``exp(1/t)`` and can become small, zero o
 ``mode="none"`` the subtraction stands in for removing ``a = i`` and is exact only if ``s_ii`` is
 exactly 1, so at small ``t`` in low precision it is a catastrophic cancellation. The ratio is
 computed in the equivalent scaled form ``exp((s - 1)/t) / (sum exp((s - 1)/t) - 1)`` to avoid
-overflow at small ``t``. Under DDP the mean inside the log runs over the local anchors and DDP
-averages the per-rank losses, so this form equals the single-process value only at world size 1
-(the authors' code trained on one GPU).
+overflow at small ``t``.
+
+Distributed (both forms exact): anchors are the local rows, candidates those of all ranks. In the
+principled form the mean runs over the kept anchors of *all* ranks (the count is all-reduced
+without gradient, :func:`.distributed.global_weighted_mean`). In the official form the sum inside
+the log is all-reduced too: with ``R`` the global sum of the ratios over ``N`` anchors and ``R_r``
+this rank's part, rank ``r`` returns ``-log(R / N) - W (R_r - sg(R_r)) / sg(R)``, whose value is the
+global loss on every rank and whose rank-averaged gradient is ``-grad(R) / R``, the gradient of
+the single-process ``-log(R / N)``. So the rank-averaged loss and DDP's averaged gradient equal the
+single-process ones on the global batch (the authors' code trained on one GPU).
 
 Stats (detached): ``filtered_fraction`` (removed off-diagonal entries / all off-diagonal entries,
 local anchors x global candidates), ``pos_cos`` (mean ``s_ip``), ``neg_cos`` (mean ``s_ia`` over
@@ -59,9 +66,15 @@ from typing import Dict, Tuple
 import torch
 import torch.nn.functional as F
 
-from ._common import check_temperature, masked_logsumexp, weighted_mean
+from ._common import check_temperature, masked_logsumexp
 from .band_filter import keep_mask, validate_band
-from .distributed import gather_no_grad, gather_with_grad, rank_and_world
+from .distributed import (
+    all_reduce_no_grad,
+    gather_no_grad,
+    gather_with_grad,
+    global_weighted_mean,
+    rank_and_world,
+)
 
 MTTV_FORMS = ("principled", "official")
 
@@ -100,7 +113,7 @@ def mttv_infonce(
     M = z_online.shape[0]
     zo = F.normalize(z_online, dim=-1)
     zt = F.normalize(z_target.detach(), dim=-1)
-    rank, _ = rank_and_world()
+    rank, world = rank_and_world()
     all_o = gather_with_grad(zo)
     all_t = gather_no_grad(zt)
     MW = all_o.shape[0]
@@ -123,12 +136,20 @@ def mttv_infonce(
     if form == "principled":
         logits = sim / t
         per_anchor = masked_logsumexp(logits, keep & ~self_mask) - pos_sim / t
-        loss = weighted_mean(per_anchor, pos_kept)
+        loss = global_weighted_mean(per_anchor, pos_kept)
     else:
         scaled = torch.exp((sim - 1.0) / t)
         denom = torch.where(keep, scaled, torch.zeros_like(scaled)).sum(dim=1) - 1.0
         numer = torch.where(pos_kept, torch.exp((pos_sim - 1.0) / t), torch.zeros_like(pos_sim))
-        loss = -torch.log((numer / denom).mean())
+        ratios = numer / denom
+        if world == 1:
+            loss = -torch.log(ratios.mean())
+        else:  # exact under DDP (module docstring)
+            local_sum = ratios.sum()
+            total = all_reduce_no_grad(local_sum)
+            loss = -torch.log(total / (ratios.numel() * world)) - world * (
+                local_sum - local_sum.detach()
+            ) / total
 
     with torch.no_grad():
         off_diag = ~self_mask

@@ -28,8 +28,14 @@ removed from the denominator; if the positive is outside the band the term ``(i,
 dropped; the loss is the mean over the remaining ``(i, j, b)`` terms (pooled over pairs; equal to
 the formula above when nothing is dropped) and a zero that keeps the graph if none remain.
 
+Distributed: queries, keys and queue are local (the queue holds keys gathered from all ranks);
+the sum of the kept terms is divided by the number of kept terms of *all* ranks (all-reduced
+without gradient, times the world size W), so the rank-averaged loss and DDP's averaged gradient
+equal the single-process loss on the global batch, also when the filter keeps different numbers
+of terms on different ranks.
+
 Stats (detached): ``filtered_fraction`` (removed logits / all logits, positives included),
-``num_positives`` (terms that contribute).
+``num_positives`` (terms that contribute, local).
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ import torch.nn.functional as F
 
 from ._common import Views, check_temperature, masked_logsumexp, stack_views
 from .band_filter import keep_mask
+from .distributed import all_reduce_no_grad, rank_and_world
 
 
 def mv_mocov2plus_loss(
@@ -98,7 +105,11 @@ def mv_mocov2plus_loss(
         count = count + contrib.sum()
         removed = removed + (~keep).sum().detach().to(removed.dtype)
         n_logits += sim.numel()
-    loss = total / count.clamp(min=1.0)
+    _, world = rank_and_world()
+    if world == 1:
+        loss = total / count.clamp(min=1.0)
+    else:
+        loss = total * world / all_reduce_no_grad(count).clamp(min=1.0)
     stats = {
         "filtered_fraction": (removed / max(n_logits, 1)).detach(),
         "num_positives": count.detach(),

@@ -24,9 +24,11 @@ is removed also loses its numerator term, so ``P(i)`` shrinks to the kept positi
 denominator runs over ``{a != i : keep_ia}``. An anchor left with no positive does not contribute;
 the loss is the mean over the remaining anchors (a zero that keeps the graph if none remain).
 
-Distributed: each rank averages over its own anchors and DDP averages over ranks, which is the
-global mean whenever the number of contributing anchors is equal on all ranks (always true without
-the filter).
+Distributed: each rank scores its local anchors against the candidates of all ranks and divides
+by the *global* number of contributing anchors (all-reduced without gradient, times the world
+size W; :func:`.distributed.global_weighted_mean`), so the mean of the per-rank losses (what DDP's
+gradient average and ``sync_dist`` logging see) equals the single-process loss on the global
+batch, with the filter on as well (where ranks keep different numbers of anchors).
 """
 
 from __future__ import annotations
@@ -36,9 +38,14 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from ._common import check_temperature, masked_logsumexp, weighted_mean
+from ._common import check_temperature, masked_logsumexp
 from .band_filter import keep_mask
-from .distributed import gather_no_grad, gather_with_grad, rank_and_world
+from .distributed import (
+    gather_no_grad,
+    gather_with_grad,
+    global_weighted_mean,
+    rank_and_world,
+)
 
 
 def mv_nt_xent(
@@ -59,7 +66,8 @@ def mv_nt_xent(
         ``(loss, stats)``; ``stats`` holds detached scalars: ``filtered_fraction`` (removed
         off-diagonal entries / all off-diagonal entries of the local-anchor x global-candidate
         matrix), ``num_positives`` (kept anchor-positive pairs) and ``num_anchors`` (anchors that
-        contribute).
+        contribute), both counted over the local anchors. Under DDP ``loss`` is this rank's share
+        (module docstring): the rank average is the global loss.
     """
     t = check_temperature(temperature)
     if z.dim() != 2:
@@ -90,7 +98,7 @@ def mv_nt_xent(
     n_pos = pos_kept.sum(dim=1)
     pos_sum = torch.where(pos_kept, log_prob, torch.zeros_like(log_prob)).sum(dim=1)
     per_anchor = -pos_sum / n_pos.clamp(min=1).to(log_prob.dtype)
-    loss = weighted_mean(per_anchor, n_pos > 0)
+    loss = global_weighted_mean(per_anchor, n_pos > 0)
 
     with torch.no_grad():
         off_diag = max(sim.numel() - n, 1)
