@@ -1,0 +1,173 @@
+"""Cost of K views: training-step time and peak memory of mv_simclr, mv_byol and mttv at
+K = 2, 4, 8 on CPU, side by side in one run, as ratios to K = 2; and the batched single forward
+against solo-learn-style per-crop forwards.
+
+    python benchmarks/cost_of_k.py --out benchmarks/results/cost_of_k.md
+
+Each (method, K) runs in its own subprocess so its peak RSS is its own; steps use synthetic
+crops (no data loading: the loader is measured in benchmarks/dali_vs_torchvision.py). Time per
+step = forward + backward + optimizer step (+ EMA for momentum methods), median of the timed
+steps after warm-up. For mttv K is ``num_pairs``: each pair is 4 views (x_n, y_a, x_a, y_n), so
+mttv at K processes 4K images per anchor, mv_simclr and mv_byol K.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+METHOD_OVERRIDES = {
+    "mv_simclr": ["method_kwargs.proj_hidden_dim=256", "method_kwargs.proj_output_dim=128"],
+    "mv_byol": ["method_kwargs.proj_hidden_dim=256", "method_kwargs.proj_output_dim=128",
+                "+method_kwargs.pred_hidden_dim=256"],
+    "mttv": ["method_kwargs.proj_hidden_dim=128", "method_kwargs.proj_output_dim=64"],
+}
+
+
+def build_model(method: str, k: int, width: int, crop: int, batch: int):
+    """The method on the built-in host, configured from the shipped quickstart configs."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from solo_multiview.config.pretrain import parse_pretrain_cfg
+    from solo_multiview.methods import build_method
+
+    name = "quickstart_mttv_digits" if method == "mttv" else "quickstart_digits"
+    views = [f"method_kwargs.num_pairs={k}"] if method == "mttv" else [
+        f"method_kwargs.num_views={k}"]
+    overrides = [f"method={method}", "host=builtin", f"backbone.kwargs.width={width}",
+                 "backbone.kwargs.depth=4", f"optimizer.batch_size={batch}",
+                 *views, *METHOD_OVERRIDES[method]]
+    with initialize_config_dir(config_dir=str(ROOT / "scripts/pretrain"), version_base="1.2"):
+        cfg = compose(config_name=name, overrides=overrides)
+    OmegaConf.set_struct(cfg, False)
+    cfg.augmentations[0].crop_size = crop
+    cfg = parse_pretrain_cfg(cfg)
+    cfg.data.num_classes = 10
+    return build_method(cfg)
+
+
+def measure(method: str, k: int, width: int, crop: int, batch: int, warmup: int, steps: int,
+            per_crop: bool) -> Dict[str, float]:
+    """Runs in the child process: median step time and peak RSS."""
+    import torch
+
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    model = build_model(method, k, width, crop, batch)
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    num_crops = 4 * k if method == "mttv" else k
+    crops = [torch.randn(batch, 3, crop, crop) for _ in range(num_crops)]
+    batch_data = [torch.arange(batch), crops, torch.randint(0, 10, (batch,))]
+    model.log = lambda *a, **kw: None  # no trainer attached: logging is a no-op here
+    model.log_dict = lambda *a, **kw: None
+    if per_crop:
+        # solo-learn's BaseMethod: one backbone call per crop
+        def per_crop_step(batch, batch_idx):
+            from solo_multiview.losses.mv_simclr import mv_nt_xent
+
+            idx, views, targets = batch
+            outs = [model.base_training_step(v, targets) for v in views]
+            z = torch.cat([o["z"] for o in outs])
+            loss, _ = mv_nt_xent(z, idx.repeat(len(views)), model.temperature)
+            return loss + sum(o["loss"] for o in outs) / len(outs)
+
+        step_fn = per_crop_step
+    else:
+        step_fn = model.training_step
+    pairs = getattr(model, "momentum_pairs", [])
+    times: List[float] = []
+    for i in range(warmup + steps):
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        loss = step_fn(batch_data, i)
+        loss.backward()
+        optimizer.step()
+        for online, target in pairs:
+            model.momentum_updater.update(online, target)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"step_s": statistics.median(times), "peak_rss_mib": peak_kib / 1024}
+
+
+def run_child(args: argparse.Namespace, method: str, k: int, per_crop: bool) -> Dict[str, float]:
+    cmd = [sys.executable, __file__, "--child", method, str(k), "--width", str(args.width),
+           "--crop", str(args.crop), "--batch", str(args.batch), "--warmup", str(args.warmup),
+           "--steps", str(args.steps)] + (["--per-crop"] if per_crop else [])
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--methods", nargs="+", default=["mv_simclr", "mv_byol", "mttv"])
+    parser.add_argument("--ks", nargs="+", type=int, default=[2, 4, 8])
+    parser.add_argument("--width", type=int, default=32)
+    parser.add_argument("--crop", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--per-crop", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:
+        method, k = args.child[0], int(args.child[1])
+        print(json.dumps(measure(method, k, args.width, args.crop, args.batch, args.warmup,
+                                 args.steps, args.per_crop)))
+        return
+
+    # an idle child gives the memory every run pays before its first step
+    lines = [
+        f"Machine: {platform.processor() or platform.machine()}, torch threads 2; convnet "
+        f"width {args.width} depth 4, {args.crop}x{args.crop} crops, batch {args.batch}, "
+        f"median of {args.steps} steps after {args.warmup} warm-up.",
+        "",
+        "| method | K | images/step | step (s) | time / time(K=2) | K/2 | peak RSS (MiB) |"
+        " RSS / RSS(K=2) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for method in args.methods:
+        base = None
+        for k in args.ks:
+            result = run_child(args, method, k, per_crop=False)
+            base = base or result
+            images = args.batch * (4 * k if method == "mttv" else k)
+            lines.append(
+                f"| {method} | {k} | {images} | {result['step_s']:.3f} | "
+                f"{result['step_s'] / base['step_s']:.2f} | {k / 2:.1f} | "
+                f"{result['peak_rss_mib']:.0f} | "
+                f"{result['peak_rss_mib'] / base['peak_rss_mib']:.2f} |"
+            )
+            print(lines[-1], flush=True)
+    lines += ["", "| mv_simclr K | batched: one call (s) | per-crop calls (s) | "
+              "per-crop / batched |", "|---|---|---|---|"]
+    for k in args.ks:
+        batched = run_child(args, "mv_simclr", k, per_crop=False)
+        looped = run_child(args, "mv_simclr", k, per_crop=True)
+        lines.append(f"| {k} | {batched['step_s']:.3f} | {looped['step_s']:.3f} | "
+                     f"{looped['step_s'] / batched['step_s']:.2f} |")
+        print(lines[-1], flush=True)
+    text = "\n".join(lines) + "\n"
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
