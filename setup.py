@@ -34,7 +34,7 @@ setup(
         "matplotlib>=3.6",
     ],
     extras_require={
-        "dali": ["nvidia-dali-cuda130>=1.40"],
+        "dali": ["nvidia-dali-cuda130>=2.4"],
         "wandb": ["wandb"],
         "test": ["pytest>=7", "ruff>=0.5"],
     },

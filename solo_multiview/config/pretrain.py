@@ -22,6 +22,7 @@ from solo_multiview.hosts import HOSTS, resolve_host_name
 DATASETS = ("cifar10", "cifar100", "image_list", "digits")
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10}
 DATA_FORMATS = ("image_folder", "dali")
+DALI_DEVICES = ("auto", "cpu", "gpu")
 LONG_TAIL_PROFILES = ("exp", "step", "pareto", "none")
 LR_SCALING = ("linear", "none")
 NONFINITE_POLICIES = ("stop", "skip")
@@ -52,6 +53,9 @@ def add_defaults(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
     cfg.wandb.offline = select(cfg, "wandb.offline", False)
     cfg.dali = select(cfg, "dali", {})
     cfg.dali.device = select(cfg, "dali.device", "auto")
+    cfg.dali.num_threads = select(cfg, "dali.num_threads", None)  # None: data.num_workers
+    cfg.dali.pipelines = select(cfg, "dali.pipelines", None)  # None: one per thread on CPU
+    cfg.dali.prefetch_queue_depth = select(cfg, "dali.prefetch_queue_depth", 2)
 
     cfg.data.train_path = select(cfg, "data.train_path", None)
     cfg.data.val_path = select(cfg, "data.val_path", None)
@@ -141,6 +145,16 @@ def check_data(cfg: omegaconf.DictConfig) -> None:
         data.num_classes = NUM_CLASSES[data.dataset]
 
 
+def check_dali(cfg: omegaconf.DictConfig) -> None:
+    """``dali.*`` (used with ``data.format: dali``)."""
+    check_choice(cfg, "dali.device", DALI_DEVICES)
+    for key in ("num_threads", "pipelines", "prefetch_queue_depth"):
+        value = cfg.dali[key]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise ValueError(f"dali.{key}: got {value!r}; expected an int >= 1 or null")
+
+
 def check_reliability(cfg: omegaconf.DictConfig) -> None:
     """``nonfinite_loss``, ``data.bad_images`` and ``auto_resume`` (README: reliability)."""
     check_choice(cfg, "nonfinite_loss", NONFINITE_POLICIES)
@@ -202,6 +216,7 @@ def parse_pretrain_cfg(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
     count_crops(cfg)
     check_data(cfg)
     check_reliability(cfg)
+    check_dali(cfg)
     add_optimizer_kwargs(cfg)
     scale_learning_rates(cfg)
     # the method's own defaults and checks, on a copy, so they fail now rather than at build

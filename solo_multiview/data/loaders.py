@@ -124,3 +124,16 @@ def build_val_loader(cfg: omegaconf.DictConfig) -> Optional[DataLoader]:
     dataset = build_test_dataset(cfg, transform, num_classes=cfg.data.num_classes)
     return DataLoader(WithoutIndexes(dataset), shuffle=False, drop_last=False,
                       **loader_kwargs(cfg))
+
+
+def build_train_data(cfg: omegaconf.DictConfig, pipeline: str = "multicrop"
+                     ) -> Tuple[Any, Optional[Dataset]]:
+    """(training loader, its dataset): the torchvision DataLoader, or with ``data.format: dali``
+    the DALI loader (``data/dali/``, the same batch contract; no map-style dataset)."""
+    if cfg.data.format == "dali":
+        from solo_multiview.data.dali import build_dali_pretrain_loader
+
+        return build_dali_pretrain_loader(cfg, pipeline=pipeline), None
+    dataset = build_pretrain_set(cfg, pipeline)
+    return build_pretrain_loader(cfg, dataset), dataset
+

@@ -26,7 +26,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import OmegaConf
 
 from solo_multiview.config.pretrain import parse_pretrain_cfg
-from solo_multiview.data.loaders import build_pretrain_loader, build_pretrain_set, build_val_loader
+from solo_multiview.data.loaders import build_train_data, build_val_loader
 from solo_multiview.methods import METHODS, build_method
 from solo_multiview.training.checkpointing import (
     Checkpointer,
@@ -149,9 +149,8 @@ def prepare_pretrain(cfg: omegaconf.DictConfig) -> PreparedRun:
     seed_everything(cfg.seed, workers=True)
 
     method = METHODS[cfg.method]
-    train_set = build_pretrain_set(cfg, method.data_pipeline)
-    cfg.data.num_classes = int(train_set.num_classes)
-    train_loader = build_pretrain_loader(cfg, train_set)
+    train_loader, train_set = build_train_data(cfg, method.data_pipeline)
+    cfg.data.num_classes = int((train_set or train_loader).num_classes)
     val_loader = build_val_loader(cfg)
     model = build_method(cfg)
     if not cfg.performance.disable_channel_last:
