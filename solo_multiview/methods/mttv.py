@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Sequence, Tuple
 
 import omegaconf
 import torch
-from torch import nn
 
 from solo_multiview.config.common import check_choice, select
 from solo_multiview.hosts.contract import BaseMomentumMethod
@@ -19,13 +18,14 @@ from solo_multiview.methods.options import (
     require,
     require_positive_ints,
 )
+from solo_multiview.methods.projection import MomentumProjectorOutputs
 
 FUSIONS = ("sum", "concat")
 PARTNERS = ("image", "none")
 VIEWS = ("normalized_augmented", "augmented_augmented")
 
 
-class MTTV(BaseMomentumMethod):
+class MTTV(MomentumProjectorOutputs, BaseMomentumMethod):
     """More Than Two Views (MIMV): fuse an image with a random partner image, contrast the fusion.
 
     For each anchor x, K = ``num_pairs`` partners y are drawn uniformly from the (long-tailed)
@@ -120,32 +120,6 @@ class MTTV(BaseMomentumMethod):
                 "itself (x_n, y_a, x_a, y_n per pair)"
             )
         return add_filter_defaults(cfg, enabled=True)
-
-    @property
-    def learnable_params(self) -> List[Dict[str, Any]]:
-        return super().learnable_params + [
-            {"name": "projector", "params": self.projector.parameters()}
-        ]
-
-    @property
-    def momentum_pairs(self) -> List[Tuple[nn.Module, nn.Module]]:
-        return super().momentum_pairs + [(self.projector, self.momentum_projector)]
-
-    def forward(self, X: torch.Tensor) -> Dict[str, Any]:
-        out = super().forward(X)
-        out["z"] = self.projector(out["feats"])
-        return out
-
-    def multicrop_forward(self, X: torch.Tensor) -> Dict[str, Any]:
-        out = super().multicrop_forward(X)
-        out["z"] = self.projector(out["feats"])
-        return out
-
-    @torch.no_grad()
-    def momentum_forward(self, X: torch.Tensor) -> Dict[str, Any]:
-        out = super().momentum_forward(X)
-        out["z"] = self.momentum_projector(out["feats"])
-        return out
 
     def fuse(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return a + b if self.fusion == "sum" else torch.cat([a, b], dim=1)

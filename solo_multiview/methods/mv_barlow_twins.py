@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Sequence
 
 import omegaconf
 import torch
@@ -18,9 +18,10 @@ from solo_multiview.methods.options import (
     require,
     require_positive_ints,
 )
+from solo_multiview.methods.projection import ProjectorOutputs
 
 
-class MVBarlowTwins(BaseMethod):
+class MVBarlowTwins(ProjectorOutputs, BaseMethod):
     """K-view Barlow Twins (https://arxiv.org/abs/2103.03230 generalised to K views).
 
     Each view's projection z_k is standardised per feature over the (global) batch; for two views
@@ -64,17 +65,6 @@ class MVBarlowTwins(BaseMethod):
         check_num_large_crops(cfg, "mv_barlow_twins")
         refuse_small_crops(cfg, "mv_barlow_twins")
         return cfg
-
-    @property
-    def learnable_params(self) -> List[Dict[str, Any]]:
-        return super().learnable_params + [
-            {"name": "projector", "params": self.projector.parameters()}
-        ]
-
-    def forward(self, X: torch.Tensor) -> Dict[str, Any]:
-        out = super().forward(X)
-        out["z"] = self.projector(out["feats"])
-        return out
 
     def training_step(self, batch: Sequence[Any], batch_idx: int) -> torch.Tensor:
         out = super().training_step(batch, batch_idx)

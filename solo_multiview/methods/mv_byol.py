@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Sequence
 
 import omegaconf
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from solo_multiview.hosts.contract import BaseMomentumMethod
 from solo_multiview.losses.mv_byol import mv_byol_loss
@@ -17,9 +16,10 @@ from solo_multiview.methods.options import (
     check_num_large_crops,
     require_positive_ints,
 )
+from solo_multiview.methods.projection import MomentumProjectorOutputs
 
 
-class MVBYOL(BaseMomentumMethod):
+class MVBYOL(MomentumProjectorOutputs, BaseMomentumMethod):
     """K-view BYOL (https://arxiv.org/abs/2006.07733 generalised to K views).
 
     The online network (backbone, projector, predictor) predicts, from every crop v, the
@@ -72,35 +72,6 @@ class MVBYOL(BaseMomentumMethod):
         require_positive_ints(cfg, "proj_hidden_dim", "proj_output_dim", "pred_hidden_dim")
         check_num_large_crops(cfg, "mv_byol")
         return cfg
-
-    @property
-    def learnable_params(self) -> List[Dict[str, Any]]:
-        return super().learnable_params + [
-            {"name": "projector", "params": self.projector.parameters()},
-            {"name": "predictor", "params": self.predictor.parameters()},
-        ]
-
-    @property
-    def momentum_pairs(self) -> List[Tuple[nn.Module, nn.Module]]:
-        return super().momentum_pairs + [(self.projector, self.momentum_projector)]
-
-    def forward(self, X: torch.Tensor) -> Dict[str, Any]:
-        out = super().forward(X)
-        z = self.projector(out["feats"])
-        out.update({"z": z, "p": self.predictor(z)})
-        return out
-
-    def multicrop_forward(self, X: torch.Tensor) -> Dict[str, Any]:
-        out = super().multicrop_forward(X)
-        z = self.projector(out["feats"])
-        out.update({"z": z, "p": self.predictor(z)})
-        return out
-
-    @torch.no_grad()
-    def momentum_forward(self, X: torch.Tensor) -> Dict[str, Any]:
-        out = super().momentum_forward(X)
-        out["z"] = self.momentum_projector(out["feats"])
-        return out
 
     def training_step(self, batch: Sequence[Any], batch_idx: int) -> torch.Tensor:
         out = super().training_step(batch, batch_idx)

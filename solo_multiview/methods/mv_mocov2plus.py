@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Sequence
 
 import omegaconf
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from solo_multiview.config.common import select
 from solo_multiview.hosts.contract import BaseMomentumMethod
@@ -25,9 +24,10 @@ from solo_multiview.methods.options import (
     require,
     require_positive_ints,
 )
+from solo_multiview.methods.projection import MomentumProjectorOutputs
 
 
-class MVMoCoV2Plus(BaseMomentumMethod):
+class MVMoCoV2Plus(MomentumProjectorOutputs, BaseMomentumMethod):
     """K-view MoCo v2+ (https://arxiv.org/abs/2003.04297, solo-learn's symmetric "plus" variant,
     generalised to K views).
 
@@ -64,6 +64,8 @@ class MVMoCoV2Plus(BaseMomentumMethod):
             base_tau, final_tau (float): EMA coefficient schedule (host defaults 0.99 -> 1.0).
     """
 
+    normalize_projection = True
+
     def __init__(self, cfg: omegaconf.DictConfig):
         super().__init__(cfg)
         kwargs = cfg.method_kwargs
@@ -95,27 +97,6 @@ class MVMoCoV2Plus(BaseMomentumMethod):
         check_num_large_crops(cfg, "mv_mocov2plus")
         refuse_small_crops(cfg, "mv_mocov2plus")
         return add_filter_defaults(cfg)
-
-    @property
-    def learnable_params(self) -> List[Dict[str, Any]]:
-        return super().learnable_params + [
-            {"name": "projector", "params": self.projector.parameters()}
-        ]
-
-    @property
-    def momentum_pairs(self) -> List[Tuple[nn.Module, nn.Module]]:
-        return super().momentum_pairs + [(self.projector, self.momentum_projector)]
-
-    def forward(self, X: torch.Tensor) -> Dict[str, Any]:
-        out = super().forward(X)
-        out["z"] = F.normalize(self.projector(out["feats"]), dim=-1)
-        return out
-
-    @torch.no_grad()
-    def momentum_forward(self, X: torch.Tensor) -> Dict[str, Any]:
-        out = super().momentum_forward(X)
-        out["z"] = F.normalize(self.momentum_projector(out["feats"]), dim=-1)
-        return out
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Sequence
 
 import omegaconf
 import torch
@@ -18,9 +18,10 @@ from solo_multiview.methods.options import (
     require,
     require_positive_ints,
 )
+from solo_multiview.methods.projection import ProjectorOutputs
 
 
-class MVSimCLR(BaseMethod):
+class MVSimCLR(ProjectorOutputs, BaseMethod):
     """K-view SimCLR (https://arxiv.org/abs/2002.05709 generalised to K views).
 
     Every crop of an image is a positive of every other crop of that image; every crop of every
@@ -55,22 +56,6 @@ class MVSimCLR(BaseMethod):
         require(cfg, "method_kwargs.temperature", number_above(0.0), "a number > 0")
         check_num_large_crops(cfg, "mv_simclr")
         return add_filter_defaults(cfg)
-
-    @property
-    def learnable_params(self) -> List[Dict[str, Any]]:
-        return super().learnable_params + [
-            {"name": "projector", "params": self.projector.parameters()}
-        ]
-
-    def forward(self, X: torch.Tensor) -> Dict[str, Any]:
-        out = super().forward(X)
-        out["z"] = self.projector(out["feats"])
-        return out
-
-    def multicrop_forward(self, X: torch.Tensor) -> Dict[str, Any]:
-        out = super().multicrop_forward(X)
-        out["z"] = self.projector(out["feats"])
-        return out
 
     def training_step(self, batch: Sequence[Any], batch_idx: int) -> torch.Tensor:
         indexes = batch[0]

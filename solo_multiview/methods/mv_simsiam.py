@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Sequence
 
 import omegaconf
 import torch
@@ -15,6 +15,7 @@ from solo_multiview.methods.options import (
     check_num_large_crops,
     require_positive_ints,
 )
+from solo_multiview.methods.projection import ProjectorOutputs
 
 
 def simsiam_projector(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
@@ -43,7 +44,7 @@ def simsiam_predictor(dim: int, hidden_dim: int) -> nn.Sequential:
     )
 
 
-class MVSimSiam(BaseMethod):
+class MVSimSiam(ProjectorOutputs, BaseMethod):
     """K-view SimSiam (https://arxiv.org/abs/2011.10566 generalised to K views).
 
     The prediction p_v of every crop v is pulled towards the stop-gradient projection z_j of
@@ -65,6 +66,8 @@ class MVSimSiam(BaseMethod):
             pred_hidden_dim (int): hidden (bottleneck) width of the predictor.
     """
 
+    predictor_static_lr = True
+
     def __init__(self, cfg: omegaconf.DictConfig):
         super().__init__(cfg)
         kwargs = cfg.method_kwargs
@@ -78,25 +81,6 @@ class MVSimSiam(BaseMethod):
         require_positive_ints(cfg, "proj_hidden_dim", "proj_output_dim", "pred_hidden_dim")
         check_num_large_crops(cfg, "mv_simsiam")
         return cfg
-
-    @property
-    def learnable_params(self) -> List[Dict[str, Any]]:
-        return super().learnable_params + [
-            {"name": "projector", "params": self.projector.parameters()},
-            {"name": "predictor", "params": self.predictor.parameters(), "static_lr": True},
-        ]
-
-    def forward(self, X: torch.Tensor) -> Dict[str, Any]:
-        out = super().forward(X)
-        z = self.projector(out["feats"])
-        out.update({"z": z, "p": self.predictor(z)})
-        return out
-
-    def multicrop_forward(self, X: torch.Tensor) -> Dict[str, Any]:
-        out = super().multicrop_forward(X)
-        z = self.projector(out["feats"])
-        out.update({"z": z, "p": self.predictor(z)})
-        return out
 
     def training_step(self, batch: Sequence[Any], batch_idx: int) -> torch.Tensor:
         out = super().training_step(batch, batch_idx)

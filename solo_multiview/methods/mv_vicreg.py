@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Sequence
 
 import omegaconf
 import torch
@@ -18,13 +18,14 @@ from solo_multiview.methods.options import (
     require,
     require_positive_ints,
 )
+from solo_multiview.methods.projection import ProjectorOutputs
 
 WEIGHT_DEFAULTS = {"sim_loss_weight": 25.0, "var_loss_weight": 25.0, "cov_loss_weight": 1.0}
 
 
 
 
-class MVVICReg(BaseMethod):
+class MVVICReg(ProjectorOutputs, BaseMethod):
     """K-view VICReg (https://arxiv.org/abs/2105.04906 generalised to K views).
 
     With projections z_k of the K views (Z_k gathered across ranks), ``v`` the hinge on the
@@ -68,17 +69,6 @@ class MVVICReg(BaseMethod):
         check_num_large_crops(cfg, "mv_vicreg")
         refuse_small_crops(cfg, "mv_vicreg")
         return cfg
-
-    @property
-    def learnable_params(self) -> List[Dict[str, Any]]:
-        return super().learnable_params + [
-            {"name": "projector", "params": self.projector.parameters()}
-        ]
-
-    def forward(self, X: torch.Tensor) -> Dict[str, Any]:
-        out = super().forward(X)
-        out["z"] = self.projector(out["feats"])
-        return out
 
     def training_step(self, batch: Sequence[Any], batch_idx: int) -> torch.Tensor:
         out = super().training_step(batch, batch_idx)

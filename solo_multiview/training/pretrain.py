@@ -98,6 +98,16 @@ class BadImageReport(Callback):
         self.reported = len(positions)
 
 
+def describe_training_set(cfg: omegaconf.DictConfig, counts: Any) -> str:
+    """One line: size, classes and the head/tail counts of the (long-tailed) training set."""
+    lt = cfg.data.long_tail
+    how = ("index file " + str(lt.index_file) if lt.index_file else
+           f"profile {lt.profile}, imbalance ratio {lt.imbalance_ratio}, class order "
+           f"{lt.class_order}, seed {lt.seed}")
+    return (f"training set: {int(sum(counts)):,} images of {cfg.data.dataset}, "
+            f"{len(counts)} classes, {int(max(counts))}..{int(min(counts))} per class ({how})")
+
+
 def trainer_kwargs(cfg: omegaconf.DictConfig) -> Dict[str, Any]:
     """Every config key that ``lightning.Trainer`` accepts (solo-learn's convention)."""
     container = OmegaConf.to_container(cfg, resolve=True)
@@ -150,7 +160,9 @@ def prepare_pretrain(cfg: omegaconf.DictConfig) -> PreparedRun:
 
     method = METHODS[cfg.method]
     train_loader, train_set = build_train_data(cfg, method.data_pipeline)
-    cfg.data.num_classes = int((train_set or train_loader).num_classes)
+    data = train_set or train_loader
+    cfg.data.num_classes = int(data.num_classes)
+    say(describe_training_set(cfg, data.class_counts))
     val_loader = build_val_loader(cfg)
     model = build_method(cfg)
     if not cfg.performance.disable_channel_last:
