@@ -57,19 +57,22 @@ BLUR_SIGMA = (0.1, 2.0)
 Transform = Callable[[Image.Image], torch.Tensor]
 
 
-def _sub(aug: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+def section(aug: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """The sub-dict ``aug[key]`` ({} when absent)."""
     node = aug.get(key, None)
     return {} if node is None else node
 
 
-def _prob(aug: Mapping[str, Any], key: str, where: str) -> float:
-    p = float(_sub(aug, key).get("prob", 0.0) or 0.0)
+def probability(aug: Mapping[str, Any], key: str, where: str) -> float:
+    """``aug[key].prob`` (0 when absent), checked to lie in [0, 1]."""
+    p = float(section(aug, key).get("prob", 0.0) or 0.0)
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"{where}.{key}.prob must lie in [0, 1], got {p}")
     return p
 
 
-def _positive_int(aug: Mapping[str, Any], key: str, where: str) -> int:
+def positive_int_entry(aug: Mapping[str, Any], key: str, where: str) -> int:
+    """``aug[key]``, checked to be an int >= 1 (the error names ``where.key``)."""
     value = aug.get(key, None)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{where}.{key} must be an int >= 1, got {value!r}")
@@ -110,11 +113,11 @@ def build_transform(
     unknown = sorted(set(aug) - set(AUG_KEYS))
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {list(AUG_KEYS)}")
-    size = _positive_int(aug, "crop_size", where)
+    size = positive_int_entry(aug, "crop_size", where)
     mean, std = normalization_stats(dataset, aug)
 
     ops: list[Callable[[Any], Any]] = []
-    rrc = _sub(aug, "rrc")
+    rrc = section(aug, "rrc")
     if rrc.get("enabled", True):
         scale = (float(rrc.get("crop_min_scale", 0.08)), float(rrc.get("crop_max_scale", 1.0)))
         if not 0 < scale[0] <= scale[1] <= 1:
@@ -127,9 +130,9 @@ def build_transform(
     else:
         ops += [v2.Resize(size, interpolation=InterpolationMode.BICUBIC), v2.CenterCrop(size)]
 
-    p = _prob(aug, "color_jitter", where)
+    p = probability(aug, "color_jitter", where)
     if p > 0:
-        cj = _sub(aug, "color_jitter")
+        cj = section(aug, "color_jitter")
         jitter = v2.ColorJitter(
             brightness=float(cj.get("brightness", 0.0)),
             contrast=float(cj.get("contrast", 0.0)),
@@ -137,20 +140,20 @@ def build_transform(
             hue=float(cj.get("hue", 0.0)),
         )
         ops.append(v2.RandomApply([jitter], p=p))
-    p = _prob(aug, "grayscale", where)
+    p = probability(aug, "grayscale", where)
     if p > 0:
         ops.append(v2.RandomGrayscale(p=p))
-    p = _prob(aug, "gaussian_blur", where)
+    p = probability(aug, "gaussian_blur", where)
     if p > 0:
         blur = v2.GaussianBlur(blur_kernel_size(size), sigma=BLUR_SIGMA)
         ops.append(v2.RandomApply([blur], p=p))
-    p = _prob(aug, "solarization", where)
+    p = probability(aug, "solarization", where)
     if p > 0:
         ops.append(v2.RandomSolarize(threshold=128, p=p))
-    p = _prob(aug, "equalization", where)
+    p = probability(aug, "equalization", where)
     if p > 0:
         ops.append(v2.RandomEqualize(p=p))
-    p = _prob(aug, "horizontal_flip", where)
+    p = probability(aug, "horizontal_flip", where)
     if p > 0:
         ops.append(v2.RandomHorizontalFlip(p=p))
     return v2.Compose(ops + _to_normalized_tensor(mean, std))
@@ -178,10 +181,9 @@ def check_augmentation_list(augmentations: Sequence[Mapping[str, Any]]) -> None:
     if not augmentations:
         raise ValueError("augmentations: the list is empty; give at least one pipeline")
     for i, entry in enumerate(augmentations):
-        _positive_int(entry, "num_crops", f"augmentations[{i}]")
-    sizes = [
-        _positive_int(a, "crop_size", f"augmentations[{i}]") for i, a in enumerate(augmentations)
-    ]
+        positive_int_entry(entry, "num_crops", f"augmentations[{i}]")
+    sizes = [positive_int_entry(a, "crop_size", f"augmentations[{i}]")
+             for i, a in enumerate(augmentations)]
     if max(sizes) != sizes[0]:
         raise ValueError(
             f"augmentations: the first entry must have the largest crop_size (large crops "
@@ -222,7 +224,7 @@ def build_multicrop_transform(
     transforms, counts = [], []
     for i, entry in enumerate(augmentations):
         where = f"augmentations[{i}]"
-        counts.append(_positive_int(entry, "num_crops", where))
+        counts.append(positive_int_entry(entry, "num_crops", where))
         transforms.append(build_transform(entry, dataset, where))
     return MultiCropTransform(transforms, counts)
 

@@ -20,6 +20,9 @@ from solo_multiview.data.augmentations import (
     blur_kernel_size,
     check_augmentation_list,
     normalization_stats,
+    positive_int_entry,
+    probability,
+    section,
 )
 
 #: torchvision's RandomResizedCrop aspect-ratio range (width / height), also used by DALI.
@@ -75,25 +78,6 @@ def _plain(node: Any) -> Any:
     return node
 
 
-def _sub(entry: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    node = entry.get(key, None)
-    return {} if node is None else node
-
-
-def _prob(entry: Mapping[str, Any], key: str, where: str) -> float:
-    p = float(_sub(entry, key).get("prob", 0.0) or 0.0)
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"{where}.{key}.prob must lie in [0, 1], got {p}")
-    return p
-
-
-def _positive_int(entry: Mapping[str, Any], key: str, where: str) -> int:
-    value = entry.get(key, None)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{where}.{key} must be an int >= 1, got {value!r}")
-    return value
-
-
 def _jitter_strength(node: Mapping[str, Any], key: str, where: str, upper: float) -> float:
     value = float(node.get(key, 0.0) or 0.0)
     if not 0.0 <= value <= upper:
@@ -110,19 +94,19 @@ def parse_crop_spec(entry: Mapping[str, Any], dataset: str, where: str) -> CropS
     unknown = sorted(set(entry) - set(AUG_KEYS))
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {list(AUG_KEYS)}")
-    size = _positive_int(entry, "crop_size", where)
-    count = _positive_int(entry, "num_crops", where)
+    size = positive_int_entry(entry, "crop_size", where)
+    count = positive_int_entry(entry, "num_crops", where)
     mean, std = normalization_stats(dataset, entry)
 
-    rrc = _sub(entry, "rrc")
+    rrc = section(entry, "rrc")
     enabled = bool(rrc.get("enabled", True))
     scale = (float(rrc.get("crop_min_scale", 0.08)), float(rrc.get("crop_max_scale", 1.0)))
     if enabled and not 0 < scale[0] <= scale[1] <= 1:
         raise ValueError(
             f"{where}.rrc: need 0 < crop_min_scale <= crop_max_scale <= 1, got {scale}"
         )
-    jitter_prob = _prob(entry, "color_jitter", where)
-    cj = _sub(entry, "color_jitter")
+    jitter_prob = probability(entry, "color_jitter", where)
+    cj = section(entry, "color_jitter")
     inf = float("inf")
     return CropSpec(
         crop_size=size,
@@ -134,11 +118,11 @@ def parse_crop_spec(entry: Mapping[str, Any], dataset: str, where: str) -> CropS
         contrast=_jitter_strength(cj, "contrast", where, inf) if jitter_prob else 0.0,
         saturation=_jitter_strength(cj, "saturation", where, inf) if jitter_prob else 0.0,
         hue=_jitter_strength(cj, "hue", where, 0.5) if jitter_prob else 0.0,
-        grayscale_prob=_prob(entry, "grayscale", where),
-        blur_prob=_prob(entry, "gaussian_blur", where),
-        solarization_prob=_prob(entry, "solarization", where),
-        equalization_prob=_prob(entry, "equalization", where),
-        flip_prob=_prob(entry, "horizontal_flip", where),
+        grayscale_prob=probability(entry, "grayscale", where),
+        blur_prob=probability(entry, "gaussian_blur", where),
+        solarization_prob=probability(entry, "solarization", where),
+        equalization_prob=probability(entry, "equalization", where),
+        flip_prob=probability(entry, "horizontal_flip", where),
         mean=tuple(mean),  # type: ignore[arg-type]
         std=tuple(std),  # type: ignore[arg-type]
     )
