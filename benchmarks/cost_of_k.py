@@ -4,7 +4,9 @@ against solo-learn-style per-crop forwards.
 
     python benchmarks/cost_of_k.py --out benchmarks/results/cost_of_k.md
 
-Each (method, K) runs in its own subprocess so its peak RSS is its own; steps use synthetic
+Each (method, K) runs in its own subprocess so its peak memory is its own (peak RSS on CPU,
+which includes the ~1 GB every process pays for torch and Lightning; peak allocated CUDA memory
+with ``--device cuda``); steps use synthetic
 crops (no data loading: the loader is measured in benchmarks/dali_vs_torchvision.py). Time per
 step = forward + backward + optimizer step (+ EMA for momentum methods), median of the timed
 steps after warm-up. For mttv K is ``num_pairs``: each pair is 4 views (x_n, y_a, x_a, y_n), so
@@ -59,18 +61,22 @@ def build_model(method: str, k: int, width: int, crop: int, batch: int):
 
 
 def measure(method: str, k: int, width: int, crop: int, batch: int, warmup: int, steps: int,
-            per_crop: bool) -> Dict[str, float]:
-    """Runs in the child process: median step time and peak RSS."""
+            per_crop: bool, device: str) -> Dict[str, float]:
+    """Runs in the child process: median step time and peak memory (RSS on CPU, allocated
+    memory on CUDA)."""
     import torch
 
     torch.manual_seed(0)
     torch.set_num_threads(2)
-    model = build_model(method, k, width, crop, batch)
+    # as main_pretrain.py runs it: channels_last weights (inputs are converted in forward)
+    model = build_model(method, k, width, crop, batch).to(device,
+                                                           memory_format=torch.channels_last)
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     num_crops = 4 * k if method == "mttv" else k
-    crops = [torch.randn(batch, 3, crop, crop) for _ in range(num_crops)]
-    batch_data = [torch.arange(batch), crops, torch.randint(0, 10, (batch,))]
+    crops = [torch.randn(batch, 3, crop, crop, device=device) for _ in range(num_crops)]
+    batch_data = [torch.arange(batch, device=device), crops,
+                  torch.randint(0, 10, (batch,), device=device)]
     model.log = lambda *a, **kw: None  # no trainer attached: logging is a no-op here
     model.log_dict = lambda *a, **kw: None
     if per_crop:
@@ -88,8 +94,11 @@ def measure(method: str, k: int, width: int, crop: int, batch: int, warmup: int,
     else:
         step_fn = model.training_step
     pairs = getattr(model, "momentum_pairs", [])
+    cuda = device.startswith("cuda")
     times: List[float] = []
     for i in range(warmup + steps):
+        if cuda:
+            torch.cuda.synchronize()
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         loss = step_fn(batch_data, i)
@@ -97,16 +106,22 @@ def measure(method: str, k: int, width: int, crop: int, batch: int, warmup: int,
         optimizer.step()
         for online, target in pairs:
             model.momentum_updater.update(online, target)
+        if cuda:
+            torch.cuda.synchronize()
         if i >= warmup:
             times.append(time.perf_counter() - start)
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"step_s": statistics.median(times), "peak_rss_mib": peak_kib / 1024}
+    if cuda:
+        peak_mib = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"step_s": statistics.median(times), "peak_rss_mib": peak_mib}
 
 
 def run_child(args: argparse.Namespace, method: str, k: int, per_crop: bool) -> Dict[str, float]:
     cmd = [sys.executable, __file__, "--child", method, str(k), "--width", str(args.width),
            "--crop", str(args.crop), "--batch", str(args.batch), "--warmup", str(args.warmup),
-           "--steps", str(args.steps)] + (["--per-crop"] if per_crop else [])
+           "--steps", str(args.steps), "--device", args.device] + (
+               ["--per-crop"] if per_crop else [])
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -120,6 +135,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU machine")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--per-crop", action="store_true", help=argparse.SUPPRESS)
@@ -128,17 +144,17 @@ def main() -> None:
     if args.child:
         method, k = args.child[0], int(args.child[1])
         print(json.dumps(measure(method, k, args.width, args.crop, args.batch, args.warmup,
-                                 args.steps, args.per_crop)))
+                                 args.steps, args.per_crop, args.device)))
         return
 
     # an idle child gives the memory every run pays before its first step
     lines = [
-        f"Machine: {platform.processor() or platform.machine()}, torch threads 2; convnet "
+        f"Device: {args.device} ({platform.machine()}, torch threads 2); convnet "
         f"width {args.width} depth 4, {args.crop}x{args.crop} crops, batch {args.batch}, "
         f"median of {args.steps} steps after {args.warmup} warm-up.",
         "",
-        "| method | K | images/step | step (s) | time / time(K=2) | K/2 | peak RSS (MiB) |"
-        " RSS / RSS(K=2) |",
+        "| method | K | images/step | step (s) | time / time(K=2) | K/2 | peak memory (MiB) |"
+        " memory / memory(K=2) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for method in args.methods:

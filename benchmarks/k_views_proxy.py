@@ -3,10 +3,12 @@
     python benchmarks/k_views_proxy.py --data ../shared/data/cifar10 --out benchmarks/results/proxy
 
 CIFAR-10-LT (exponential profile, ratio 100: 12,406 images, 5000..50 per class) built from the
-CIFAR-10 JPEG copy (ImageFolder layout) as an image_list, a 4-block convnet (width 32) on 16x16
+CIFAR-10 JPEG copy (ImageFolder layout) as an image_list, a 4-block convnet (width 16) on 16x16
 crops, and per seed (its own seeded class order, so head and tail are not always the same easy
 or hard classes):
 
+    random_init      the untrained network (one step at lr 0, so BatchNorm statistics have seen
+                     one batch): the floor SSL has to beat
     simclr_k2        mv_simclr K=2,  S steps
     simclr_k2_2x     mv_simclr K=2, 2S steps   (equal compute to K=4: K/2 times the steps)
     simclr_k4        mv_simclr K=4,  S steps
@@ -37,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 RUNS = {
     # name: (method, views, step multiplier, balanced)
+    "random_init": ("mv_simclr", 2, 0, False),
     "simclr_k2": ("mv_simclr", 2, 1, False),
     "simclr_k2_2x": ("mv_simclr", 2, 2, False),
     "simclr_k4": ("mv_simclr", 4, 1, False),
@@ -61,14 +64,24 @@ def write_split_lists(data: Path, out: Path) -> Dict[str, Path]:
 
 
 def compose(config_dir: Path, name: str, overrides: List[str]) -> Any:
+    """The shipped config ``name`` with ``key=value`` overrides (added when absent)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
+    kept = ("augmentations=", "~")  # group choices and deletions stay as they are
+    overrides = [o if o.startswith(kept) else "++" + o.lstrip("+") for o in overrides]
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.2"):
         cfg = hydra_compose(config_name=name, overrides=overrides)
     OmegaConf.set_struct(cfg, False)
     return cfg
+
+
+def backbone_overrides(args: argparse.Namespace) -> List[str]:
+    if args.backbone == "convnet":
+        return ["backbone.name=convnet", f"backbone.kwargs.width={args.width}",
+                "backbone.kwargs.depth=4"]
+    return [f"backbone.name={args.backbone}", "~backbone.kwargs"]
 
 
 def pretrain(run: str, seed: int, steps: int, args: argparse.Namespace,
@@ -90,11 +103,14 @@ def pretrain(run: str, seed: int, steps: int, args: argparse.Namespace,
         f"+data.train_path={args.data}", f"+data.val_path={args.data}",
         f"+data.long_tail.split_file={lists['train']}", f"+data.val_split_file={lists['test']}",
         f"data.long_tail.seed={seed}", "data.long_tail.class_order=permuted", *long_tail,
-        f"data.num_workers={args.workers}", "backbone.kwargs.width=32", "backbone.kwargs.depth=4",
-        *method_kwargs, f"optimizer.batch_size={args.batch}", "optimizer.lr=0.3",
+        f"data.num_workers={args.workers}", f"data.format={args.loader}",
+        *backbone_overrides(args), f"precision={args.precision}",
+        f"accelerator={args.accelerator}", f"dali.device={args.dali_device}",
+        *method_kwargs, f"optimizer.batch_size={args.batch}",
+        f"optimizer.lr={args.lr if multiplier else 0.0}",
         "+optimizer.lr_scaling=none", "optimizer.weight_decay=1e-4", "scheduler.interval=step",
         "scheduler.warmup_epochs=1", "scheduler.warmup_start_lr=0.003",
-        "max_epochs=10000", f"+max_steps={steps * multiplier}", "+limit_val_batches=0",
+        "max_epochs=10000", f"+max_steps={max(1, steps * multiplier)}", "+limit_val_batches=0",
         "+enable_progress_bar=false", "+enable_model_summary=false",
         f"checkpoint.dir={args.out / 'runs' / f'seed{seed}' / run}", f"name={run}",
     ]
@@ -112,10 +128,11 @@ def evaluate(run_dir: Path, kind: str, seed: int, args: argparse.Namespace,
     from solo_multiview.eval.run_linear import run_linear
 
     overrides = [
-        f"pretrained_feature_extractor={run_dir}", "backbone.name=convnet",
+        f"pretrained_feature_extractor={run_dir}", f"backbone.name={args.backbone}",
         "data.dataset=image_list", f"data.train_path={args.data}", f"data.val_path={args.data}",
         f"+data.val_split_file={lists['test']}", f"data.balanced_split_file={lists['train']}",
-        f"data.num_workers={args.workers}", "train_set=balanced", "device=cpu", f"seed={seed}",
+        f"data.num_workers={args.workers}", "train_set=balanced", f"device={args.eval_device}",
+        f"seed={seed}",
         # group every run of a seed by the same long-tailed counts (the balanced run too)
         "data.long_tail.profile=exp", "data.long_tail.imbalance_ratio=100",
         "data.long_tail.n_max=null", f"results.dir={run_dir / 'eval'}", "results.plot=false",
@@ -136,8 +153,8 @@ def summarise(results: Dict[str, Dict[str, Dict[str, Any]]]) -> Dict[str, Dict[s
             if not reports:
                 continue
             values = {"top1": [r["top1"] for r in reports]}
-            for i, group in enumerate(GROUPS):
-                values[group] = [r["groups"]["thirds"]["acc"][i] for r in reports]
+            for group in GROUPS:
+                values[group] = [r["groups"]["thirds"]["acc"][group] for r in reports]
             summary.setdefault(run, {})[kind] = {
                 key: (statistics.mean(v), statistics.pstdev(v) if len(v) > 1 else 0.0)
                 for key, v in values.items()
@@ -148,8 +165,8 @@ def summarise(results: Dict[str, Dict[str, Dict[str, Any]]]) -> Dict[str, Dict[s
 def markdown(summary: Dict[str, Dict[str, Any]], seeds: int, meta: Dict[str, Any]) -> str:
     lines = [
         f"{seeds} seed(s); {meta['steps']} steps (S), batch {meta['batch']} anchors, "
-        f"{meta['crop']}x{meta['crop']} crops, convnet width 32 depth 4; wall time "
-        f"{meta['minutes']:.1f} min on {meta['cores']} CPU cores. Accuracy in %, mean +- std "
+        f"{meta['crop']}x{meta['crop']} crops, {meta['backbone']}; wall time "
+        f"{meta['minutes']:.1f} min on {meta['machine']}. Accuracy in %, mean +- std "
         "over seeds (population std); Many/Medium/Few: thirds of the classes by long-tailed "
         "training count.",
         "",
@@ -164,7 +181,8 @@ def markdown(summary: Dict[str, Dict[str, Any]], seeds: int, meta: Dict[str, Any
         for kind in ("knn", "linear"):
             stats = summary[run][kind]
             cells += [f"{stats[k][0]:.1f} +- {stats[k][1]:.1f}" for k in ("top1", *GROUPS)]
-        lines.append(f"| {run} | {multiplier}S | " + " | ".join(cells) + " |")
+        steps = f"{multiplier}S" if multiplier else "0"
+        lines.append(f"| {run} | {steps} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -198,10 +216,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/proxy")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
-    parser.add_argument("--steps", type=int, default=300, help="S")
+    parser.add_argument("--steps", type=int, default=1200, help="S")
     parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=0.5, help="SGD learning rate (not scaled)")
     parser.add_argument("--crop", type=int, default=16)
+    parser.add_argument("--width", type=int, default=16, help="convnet width (first block)")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--loader", default="dali", choices=["dali", "image_folder"],
+                        help="pretraining loader: DALI or torchvision")
+    # the GPU reproduction (benchmarks/gpu_reproduction.sh) changes these
+    parser.add_argument("--backbone", default="convnet", choices=["convnet", "resnet18"])
+    parser.add_argument("--precision", default="32-true")
+    parser.add_argument("--accelerator", default="cpu")
+    parser.add_argument("--dali-device", default="cpu", choices=["cpu", "gpu", "auto"])
+    parser.add_argument("--eval-device", default="cpu")
     args = parser.parse_args()
     args.data, args.out = args.data.resolve(), args.out.resolve()
 
@@ -215,17 +243,26 @@ def main() -> None:
             done = results.get(str(seed), {}).get(run)
             if done:
                 continue  # resumable: finished runs are kept in results.json
+            began = time.time()
             run_dir = pretrain(run, seed, args.steps, args, lists)
+            trained = time.time()
             entry = {kind: evaluate(run_dir, kind, seed, args, lists)
                      for kind in ("knn", "linear")}
+            entry["minutes"] = {"pretrain": (trained - began) / 60,
+                                "eval": (time.time() - trained) / 60}
             results.setdefault(str(seed), {})[run] = entry
             results_path.write_text(json.dumps(results, default=str))
             print(f"seed {seed} {run}: knn {entry['knn']['top1']:.1f} "
-                  f"linear {entry['linear']['top1']:.1f} "
-                  f"({(time.time() - start) / 60:.1f} min)", flush=True)
+                  f"linear {entry['linear']['top1']:.1f} (pretrain "
+                  f"{entry['minutes']['pretrain']:.1f} min, eval {entry['minutes']['eval']:.1f} "
+                  f"min, total {(time.time() - start) / 60:.1f} min)", flush=True)
     summary = summarise(results)
-    meta = {"steps": args.steps, "batch": args.batch, "crop": args.crop,
-            "minutes": (time.time() - start) / 60, "cores": os.cpu_count()}
+    machine = (f"{os.cpu_count()} CPU cores" if args.accelerator == "cpu"
+               else f"{args.accelerator} ({args.precision})")
+    backbone = (f"convnet width {args.width} depth 4" if args.backbone == "convnet"
+                else args.backbone)
+    meta = {"steps": args.steps, "batch": args.batch, "crop": args.crop, "backbone": backbone,
+            "minutes": (time.time() - start) / 60, "machine": machine}
     table = markdown(summary, len(results), meta)
     (args.out / "table.md").write_text(table)
     plot(summary, args.out / "groups.png")
