@@ -84,7 +84,7 @@ def pretrain_cfg(train_dir: Path, split: Path, workdir: Path, batch: int, thread
         "strategy=auto", "sync_batchnorm=false", f"optimizer.batch_size={batch}",
         f"+max_steps={steps}", "max_epochs=1000", "checkpoint.enabled=false",
         f"checkpoint.dir={workdir / 'trained_models'}", "+enable_progress_bar=false",
-        "+enable_model_summary=false", "+log_every_n_steps=1000", f"data.num_workers={threads}",
+        "+enable_model_summary=false", "++log_every_n_steps=1000", f"data.num_workers={threads}",
         "data.format=dali",
     ]
     with initialize_config_dir(config_dir=str(ROOT / "scripts" / "pretrain"), version_base="1.2"):

@@ -32,7 +32,7 @@ TINY = [
     "+limit_val_batches=1",
     "+enable_progress_bar=false",
     "+enable_model_summary=false",
-    "+log_every_n_steps=1",
+    "++log_every_n_steps=1",
     "checkpoint.enabled=false",
 ]
 
