@@ -334,7 +334,7 @@ def test_builtin_composition(method):
     base = builtin.BaseMomentumMethod if method in MOMENTUM_METHODS else builtin.BaseMethod
     assert issubclass(cls, base)
     assert issubclass(cls, builtin.BaseMomentumMethod) == (method in MOMENTUM_METHODS)
-    assert cls.__mro__[1] is METHODS[method]
+    assert cls.__mro__[2] is METHODS[method]  # behind the training guard
     # the host-neutral class declares its hyper-parameter checks as a classmethod
     assert isinstance(METHODS[method].__dict__["add_and_assert_specific_cfg"], classmethod)
 

@@ -13,7 +13,7 @@ import importlib.util
 from dataclasses import dataclass
 
 from solo_multiview.hosts.contract import BaseMomentumMethod as MomentumContract
-from solo_multiview.hosts.guard import guard_namespace
+from solo_multiview.hosts.guard import TrainingGuard
 
 HOSTS = ("auto", "solo", "builtin")
 
@@ -60,7 +60,7 @@ def compose(method: type, host_name: str) -> type:
     The class is named ``<Method>__<host>`` and lives, for pickling, as an attribute of
     ``solo_multiview.methods`` (its module-level ``__getattr__`` rebuilds it on demand). The
     training guard of ``hosts/guard.py`` (non-finite loss policy, momentum schedule after a
-    resume) is put into the composed class itself, in front of the method's own hooks."""
+    resume) is the composed class's first base, in front of the method's own hooks."""
     return _compose(method, resolve_host_name(host_name))
 
 
@@ -69,7 +69,5 @@ def _compose(method: type, host_name: str) -> type:
     host = get_host(host_name)
     base = host.base_momentum_method if issubclass(method, MomentumContract) else host.base_method
     name = f"{method.__name__}__{host.name}"
-    namespace = {"__module__": "solo_multiview.methods", "__qualname__": name, **guard_namespace()}
-    cls = type(name, (method, base), namespace)
-    cls._guarded_class = cls
-    return cls
+    return type(name, (TrainingGuard, method, base),
+                {"__module__": "solo_multiview.methods", "__qualname__": name})

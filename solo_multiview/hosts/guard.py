@@ -33,9 +33,8 @@ Written once, for every method on every host:
   from the restored global step, so the first step after a resume uses the same ``tau`` as an
   uninterrupted run.
 
-The guard's methods are copied into the composed class itself (rather than being a base class in
-front of the method) so the composed class's MRO stays ``[composed, method, ..., host base]``; they
-reach the rest of the chain with ``super(self._guarded_class, self)``.
+The guard is the first base of every composed class: its hooks run first and reach the method's
+(and the host's) with ``super()``.
 """
 
 from __future__ import annotations
@@ -71,14 +70,9 @@ def _format(values: Sequence[Tuple[str, Any]]) -> str:
 
 
 class TrainingGuard:
-    """Methods copied into every composed class (see the module docstring)."""
-
-    _guarded_class: type  # set by hosts.compose to the composed class
+    """First base of every composed class (see the module docstring)."""
 
     # ------------------------------------------------------------------ helpers
-    def _guard_next(self) -> Any:
-        return super(self._guarded_class, self)  # type: ignore[misc]
-
     def _guard_trainer(self) -> Optional[Any]:
         return getattr(self, "_trainer", None)
 
@@ -120,7 +114,7 @@ class TrainingGuard:
         if pending is not None:
             pending.append((name, value, args, kwargs))
             return
-        self._guard_next().log(name, value, *args, **kwargs)
+        super().log(name, value, *args, **kwargs)
 
     def training_step(self, batch: Sequence[Any], batch_idx: int) -> Any:
         policy = self._guard_policy()
@@ -128,7 +122,7 @@ class TrainingGuard:
                     if policy == "skip" else None)
         self.__dict__["_guard_pending"] = []
         try:
-            out = self._guard_next().training_step(batch, batch_idx)
+            out = super().training_step(batch, batch_idx)
         finally:
             pending: List[Tuple[str, Any, tuple, dict]] = self.__dict__.pop("_guard_pending")
         loss = out.get("loss") if isinstance(out, Mapping) else out
@@ -154,13 +148,13 @@ class TrainingGuard:
             zero = sum((p.reshape(-1)[:1] * 0).sum() for p in params) if params else None
             return zero
         for name, value, args, kwargs in pending:
-            self._guard_next().log(name, value, *args, **kwargs)
+            super().log(name, value, *args, **kwargs)
         self._guard_log_skipped()
         return out
 
     def _guard_log_skipped(self) -> None:
         if self._guard_trainer() is not None:
-            self._guard_next().log("train_skipped_batches",
+            super().log("train_skipped_batches",
                                    float(getattr(self, "nonfinite_skipped", 0)))
 
     def on_before_optimizer_step(self, optimizer: Any) -> None:
@@ -169,11 +163,11 @@ class TrainingGuard:
                 for param in group["params"]:
                     param.grad = None  # the optimizer skips parameters without a gradient
             return
-        self._guard_next().on_before_optimizer_step(optimizer)
+        super().on_before_optimizer_step(optimizer)
 
     def on_train_batch_end(self, outputs: Any, batch: Sequence[Any], batch_idx: int) -> None:
         if not self.__dict__.pop("_guard_skipped_step", False):
-            self._guard_next().on_train_batch_end(outputs, batch, batch_idx)
+            super().on_train_batch_end(outputs, batch, batch_idx)
             return
         # skipped batch: no EMA update; keep the momentum schedule on the global step
         trainer = self._guard_trainer()
@@ -189,27 +183,15 @@ class TrainingGuard:
                                max_steps=trainer.estimated_stepping_batches)
 
     def on_train_start(self) -> None:
-        self._guard_next().on_train_start()
+        super().on_train_start()
         trainer = self._guard_trainer()
         if trainer is not None and trainer.global_step > 0:  # resumed: tau is not checkpointed
             self._guard_sync_tau()
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
-        self._guard_next().on_save_checkpoint(checkpoint)
+        super().on_save_checkpoint(checkpoint)
         checkpoint["nonfinite_skipped"] = int(getattr(self, "nonfinite_skipped", 0))
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
-        self._guard_next().on_load_checkpoint(checkpoint)
+        super().on_load_checkpoint(checkpoint)
         self.nonfinite_skipped = int(checkpoint.get("nonfinite_skipped", 0))
-
-
-GUARDED_METHODS = ("log", "training_step", "on_before_optimizer_step", "on_train_batch_end",
-                   "on_train_start",
-                   "on_save_checkpoint", "on_load_checkpoint")
-HELPERS = ("_guard_next", "_guard_trainer", "_guard_policy", "_guard_any_rank",
-           "_guard_learning_rates", "_guard_describe", "_guard_sync_tau", "_guard_log_skipped")
-
-
-def guard_namespace() -> Dict[str, Any]:
-    """The attributes :func:`solo_multiview.hosts.compose` puts into a composed class."""
-    return {name: TrainingGuard.__dict__[name] for name in (*GUARDED_METHODS, *HELPERS)}
