@@ -14,11 +14,10 @@ otherwise. Features are cached in <results.dir>/feature_cache and shared with ma
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from solo_multiview.cli import prepare_or_exit
 from solo_multiview.eval.prepare import prepare_eval
 from solo_multiview.eval.run_knn import evaluate_knn
 
@@ -26,12 +25,7 @@ from solo_multiview.eval.run_knn import evaluate_knn
 @hydra.main(version_base="1.2", config_path="scripts/linear", config_name=None)
 def main(cfg: DictConfig) -> None:
     OmegaConf.set_struct(cfg, False)
-    try:
-        prepared = prepare_eval(cfg, "knn")
-    except (ValueError, FileNotFoundError) as error:
-        # bad input: one clear line, non-zero exit, before anything is computed or written
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    prepared = prepare_or_exit(prepare_eval, cfg, "knn")
     evaluate_knn(prepared)
 
 

@@ -15,11 +15,10 @@ per_class.png) unless results.dir / results.name say otherwise.
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from solo_multiview.cli import prepare_or_exit
 from solo_multiview.eval.prepare import prepare_eval
 from solo_multiview.eval.run_linear import evaluate_linear
 
@@ -27,12 +26,7 @@ from solo_multiview.eval.run_linear import evaluate_linear
 @hydra.main(version_base="1.2", config_path="scripts/linear", config_name=None)
 def main(cfg: DictConfig) -> None:
     OmegaConf.set_struct(cfg, False)
-    try:
-        prepared = prepare_eval(cfg, "linear")
-    except (ValueError, FileNotFoundError) as error:
-        # bad input: one clear line, non-zero exit, before anything is computed or written
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    prepared = prepare_or_exit(prepare_eval, cfg, "linear")
     evaluate_linear(prepared)
 
 

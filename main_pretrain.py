@@ -9,23 +9,17 @@ on the command line in Hydra's ``key=value`` form.
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from solo_multiview.cli import prepare_or_exit
 from solo_multiview.training.pretrain import fit, prepare_pretrain, summary
 
 
 @hydra.main(version_base="1.2", config_path="scripts/pretrain", config_name=None)
 def main(cfg: DictConfig) -> None:
     OmegaConf.set_struct(cfg, False)
-    try:
-        run = prepare_pretrain(cfg)
-    except (ValueError, FileNotFoundError) as error:
-        # bad input: one clear line, non-zero exit, before anything is trained or written
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    run = prepare_or_exit(prepare_pretrain, cfg)
     print(summary(fit(run)))
 
 

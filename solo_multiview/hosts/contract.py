@@ -22,7 +22,9 @@ What every host provides (solo-learn's names and meanings):
   extend these dicts (e.g. with the projection ``"z"``).
 * ``training_step(batch, batch_idx)``: all same-size crops go through ``forward`` in **one** call
   (``hosts/multiview_step.py``); returns per-crop lists (``outs["z"][k]`` is crop ``k``) and
-  ``outs["loss"]``, the online classifier's loss, to which the method adds its own.
+  ``outs["loss"]``, the online classifier's loss, to which the method adds its own. A method
+  that writes its own step (mttv) reuses the step's bookkeeping:
+  ``log_classifier_metrics(out, prefix)`` and ``update_online_knn(feats, targets)``.
 * Momentum hosts add ``self.momentum_backbone`` (EMA copy), ``momentum_forward(X)``,
   ``momentum_pairs`` (``(online, target)`` module pairs updated after each optimizer step with
   ``target = tau * target + (1 - tau) * online``), ``self.momentum_updater`` (``cur_tau``,

@@ -71,22 +71,8 @@ class MultiViewStepMixin:
             for key, value in small_out.items():
                 outs[key] = list(outs.get(key, [])) + list(value)
 
-        self.log_dict(
-            {
-                "train_class_loss": outs["loss"],
-                "train_acc1": outs["acc1"],
-                "train_acc5": outs["acc5"],
-            },
-            on_epoch=True,
-            sync_dist=True,
-        )
-
-        if getattr(self, "knn_eval", False):
-            mask = repeated_targets != -1
-            self.knn(
-                train_features=torch.cat(outs["feats"][:num_large])[mask].detach(),
-                train_targets=repeated_targets[mask],
-            )
+        self.log_classifier_metrics(outs, "train")
+        self.update_online_knn(torch.cat(outs["feats"][:num_large]), repeated_targets)
 
         # Momentum hosts: the EMA network sees the same large crops, again in one call.
         if getattr(self, "momentum_backbone", None) is not None:
@@ -94,15 +80,27 @@ class MultiViewStepMixin:
                 self._shared_step_momentum(large, repeated_targets), num_large, batch_size
             )
             if "loss" in momentum_out:
-                self.log_dict(
-                    {
-                        "train_momentum_class_loss": momentum_out["loss"],
-                        "train_momentum_acc1": momentum_out["acc1"],
-                        "train_momentum_acc5": momentum_out["acc5"],
-                    },
-                    on_epoch=True,
-                    sync_dist=True,
-                )
+                self.log_classifier_metrics(momentum_out, "train_momentum")
                 outs["loss"] = outs["loss"] + momentum_out["loss"]
             outs.update({f"momentum_{key}": value for key, value in momentum_out.items()})
         return outs
+
+    def log_classifier_metrics(self, out: Dict[str, Any], prefix: str) -> None:
+        """Logs an online classifier's ``loss``, ``acc1``, ``acc5`` as ``<prefix>_class_loss``,
+        ``<prefix>_acc1``, ``<prefix>_acc5`` (solo-learn's names), epoch means across ranks."""
+        self.log_dict(
+            {
+                f"{prefix}_class_loss": out["loss"],
+                f"{prefix}_acc1": out["acc1"],
+                f"{prefix}_acc5": out["acc5"],
+            },
+            on_epoch=True,
+            sync_dist=True,
+        )
+
+    def update_online_knn(self, feats: torch.Tensor, targets: torch.Tensor) -> None:
+        """Adds labelled training features to the online kNN bank (``knn_eval.enabled``);
+        targets of -1 (no label) are left out."""
+        if getattr(self, "knn_eval", False):
+            mask = targets != -1
+            self.knn(train_features=feats[mask].detach(), train_targets=targets[mask])

@@ -12,6 +12,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from solo_multiview.eval.knn import knn_scores
+from solo_multiview.eval.metrics import topk_accuracy
 
 
 class OnlineKNN(Metric):
@@ -49,6 +50,5 @@ class OnlineKNN(Metric):
             dim_zero_cat(self.train_features), train_targets, dim_zero_cat(self.test_features),
             num_classes=num_classes, k=self.k, temperature=self.temperature,
         )
-        top = scores.topk(min(5, num_classes), dim=1).indices
-        hits = top == test_targets[:, None]
-        return hits[:, :1].any(1).float().mean() * 100, hits.any(1).float().mean() * 100
+        return (torch.tensor(topk_accuracy(scores, test_targets, 1)),
+                torch.tensor(topk_accuracy(scores, test_targets, min(5, num_classes))))

@@ -147,18 +147,11 @@ class MTTV(MomentumProjectorOutputs, BaseMomentumMethod):
         loss, stats = mttv_infonce(z_online, z_target, self.temperature, low=low, high=high,
                                    mode=mode, form=self.form)
         self.log_dict(
-            {
-                "train_mttv_loss": loss,
-                "train_class_loss": anchor["loss"],
-                "train_acc1": anchor["acc1"],
-                "train_acc5": anchor["acc5"],
-                **{f"train_{name}": value for name, value in stats.items()},
-            },
+            {"train_mttv_loss": loss, **{f"train_{name}": value for name, value in stats.items()}},
             on_epoch=True,
             sync_dist=True,
         )
-        if getattr(self, "knn_eval", False):
-            mask = anchor_targets != -1
-            self.knn(train_features=anchor["feats"][mask].detach(),
-                     train_targets=anchor_targets[mask])
+        # the host step's bookkeeping, for the anchors' normalised views
+        self.log_classifier_metrics(anchor, "train")
+        self.update_online_knn(anchor["feats"], anchor_targets)
         return loss + anchor["loss"]
