@@ -11,6 +11,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from solo_multiview.hosts import solo_available
+from solo_multiview.training.presets import register_presets
 
 ROOT = Path(__file__).resolve().parents[1]
 PRETRAIN_CONFIGS = ROOT / "scripts" / "pretrain"
@@ -39,10 +40,29 @@ TINY = [
 
 def compose_cfg(config_name: str, overrides: Iterable[str] = ()) -> DictConfig:
     """A pretraining config exactly as main_pretrain.py would see it."""
+    register_presets()
     with initialize_config_dir(config_dir=str(PRETRAIN_CONFIGS), version_base="1.2"):
         cfg = compose(config_name=config_name, overrides=list(overrides))
     OmegaConf.set_struct(cfg, False)
     return cfg
+
+
+def keep_declared_method_keys(cfg: DictConfig) -> None:
+    """A config composed from another method's file (the quickstart is mv_simclr's) keeps only
+    the ``method_kwargs`` (and ``momentum``) keys its method declares: the schema refuses the
+    others, as it should for a user's config."""
+    import dataclasses
+
+    from solo_multiview.methods import METHODS
+
+    method = METHODS.get(cfg.get("method"))
+    if method is None:
+        return
+    declared = {f.name for f in dataclasses.fields(method.Kwargs)}
+    for key in [k for k in cfg.get("method_kwargs", {}) if k not in declared]:
+        del cfg.method_kwargs[key]
+    if method.Momentum is None and "momentum" in cfg:
+        del cfg["momentum"]
 
 
 def tiny_cfg(
@@ -60,6 +80,7 @@ def tiny_cfg(
         *TINY, f"method={method}", f"host={host}", *views,
         f"checkpoint.dir={tmp_path / 'trained_models'}", *(overrides or []),
     ])
+    keep_declared_method_keys(cfg)
     if small_crops:
         small = copy.deepcopy(OmegaConf.to_container(cfg.augmentations[0], resolve=True))
         small.update({"crop_size": 8, "num_crops": small_crops})

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from solo_multiview.config.pretrain import parse_pretrain_cfg
-from tests.helpers import PRETRAIN_CONFIGS, compose_cfg
+from solo_multiview.training.presets import config_names
+from tests.helpers import compose_cfg
 
-CONFIGS = sorted(p.stem for p in PRETRAIN_CONFIGS.glob("*.yaml"))
+CONFIGS = config_names()
 
 
 def test_the_documented_configs_exist():
@@ -31,5 +32,5 @@ def test_config_is_valid(name):
         assert cfg.data.long_tail.imbalance_ratio == 100
     k = next((int(p[1:]) for p in name.split("_") if p[0] == "k" and p[1:].isdigit()), None)
     if k is not None:
-        views = cfg.method_kwargs.num_pairs if cfg.method == "mttv" else cfg.data.num_large_crops
+        views = cfg.method_kwargs.num_views
         assert views == k

@@ -23,7 +23,8 @@ BAD_CONFIGS = [
      "method_kwargs.filter.low and method_kwargs.filter.high must satisfy 0 <= low < high <= 1"),
     (["+method_kwargs.filter.high=1.5"], "must satisfy 0 <= low < high <= 1; got low=0.1"),
     (["+method_kwargs.filter.mode=wide"],
-     "method_kwargs.filter.mode must be one of band, low_only, none; got 'wide'"),
+     # off is spelled one way (filter.enabled: false): "none" is no longer a mode
+     "method_kwargs.filter.mode: unknown value 'wide'; choose one of ['band', 'low_only']"),
     (["method_kwargs.temperature=0"], "method_kwargs.temperature: got 0"),
     (["method_kwargs.temperature=abc"], "method_kwargs.temperature: got 'abc'; expected a number"),
     (["method_kwargs.proj_output_dim=16.5"], "method_kwargs.proj_output_dim: got 16.5"),

@@ -354,7 +354,7 @@ def test_mttv_crop_order_and_partner_draws(tmp_path, kind, partner, views):
     else:
         split = write_image_list(tmp_path, images, labels)
         cfg = image_list_cfg(tmp_path, tmp_path, split, [
-            "method=mttv", f"++method_kwargs.num_pairs={k}", f"++method_kwargs.partner={partner}",
+            "method=mttv", f"++method_kwargs.num_views={k}", f"++method_kwargs.partner={partner}",
             f"++method_kwargs.views={views}", "seed=7", f"optimizer.batch_size={batch}"])
         cfg.augmentations = [entry]
         loader = build_dali_pretrain_loader(cfg)
@@ -442,7 +442,7 @@ def test_lightning_trains_on_the_dali_loader(tmp_path, method):
     if method == "mttv":
         cfg = tiny_cfg(tmp_path, method="mttv", config_name="quickstart_mttv_digits",
                        num_views=None, overrides=[
-                           "method_kwargs.num_pairs=2", "method_kwargs.proj_hidden_dim=16",
+                           "method_kwargs.num_views=2", "method_kwargs.proj_hidden_dim=16",
                            "method_kwargs.proj_output_dim=8"])
     else:
         cfg = tiny_cfg(tmp_path, num_views=3)

@@ -33,7 +33,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 from solo_multiview.config.pretrain import parse_pretrain_cfg
-from solo_multiview.losses.band_filter import keep_mask
+from solo_multiview.losses.band_filter import BandFilter
 from solo_multiview.losses.distributed import rank_and_world
 from solo_multiview.losses.mttv import mttv_infonce
 from solo_multiview.losses.mv_mocov2plus import mv_mocov2plus_loss
@@ -43,8 +43,9 @@ from solo_multiview.training.pretrain import fit, prepare_pretrain
 from tests.helpers import ROOT, tiny_cfg
 
 WORLD = 2
-BAND = (0.1, 0.5, "band")
-OFFICIAL_BAND = (0.2, 1.0, "band")  # keeps s_ii = 1, so the official denominators stay positive
+BAND = BandFilter(0.1, 0.5, "band")
+# keeps s_ii = 1, so the official denominators stay positive
+OFFICIAL_BAND = BandFilter(0.2, 1.0, "band")
 
 # (case, method, config file, K, extra overrides); the filter is on in every case
 # Without BatchNorm the tiny convnet's embeddings start nearly aligned (positive cosines
@@ -117,7 +118,7 @@ def local_slice(name: str, inputs: Dict[str, torch.Tensor], rank: int, world: in
         target = inputs["target"][rank * n:(rank + 1) * n]
         form = "official" if name.endswith("official") else "principled"
         band = OFFICIAL_BAND if form == "official" else BAND
-        loss, _ = mttv_infonce(leaf, target, 0.3, *band, form=form)
+        loss, _ = mttv_infonce(leaf, target, 0.3, band=band, form=form)
         return leaf, loss, mttv_kept(leaf, target, band)
     n = inputs["q"].shape[1] // world
     leaf = inputs["q"][:, rank * n:(rank + 1) * n].clone().requires_grad_(True)
@@ -129,7 +130,7 @@ def local_slice(name: str, inputs: Dict[str, torch.Tensor], rank: int, world: in
 def mttv_kept(online: torch.Tensor, target: torch.Tensor, band) -> torch.Tensor:
     """Anchors the MTTV loss keeps: both directions of every pair whose positive is in band."""
     cos = nn.functional.cosine_similarity(online.detach(), target.detach(), dim=-1)
-    return 2 * keep_mask(cos, *band).sum().double()
+    return 2 * band.keep(cos).sum().double()
 
 
 LOSS_CASES = ["mv_simclr", "mttv_principled", "mttv_official", "mv_mocov2plus"]
@@ -196,7 +197,7 @@ def record_method_loss(method: str, log: List[Any], nan_on: tuple = ()):
     def wrapped(*args, **kwargs):
         loss, stats = original(*args, **kwargs)
         if method == "mttv":
-            kept = mttv_kept(args[0], args[1], (kwargs["low"], kwargs["high"], kwargs["mode"]))
+            kept = mttv_kept(args[0], args[1], kwargs["band"])
         else:
             kept = stats.get("num_anchors", stats.get("num_positives"))
         log.append((loss.detach().clone(), kept.detach().clone()))

@@ -7,10 +7,17 @@ import torch
 import torch.nn.functional as F
 
 from solo_multiview.losses import mttv
+from solo_multiview.losses.band_filter import BandFilter
 from solo_multiview.losses.mttv import mttv_infonce
 from solo_multiview.losses.mv_simclr import mv_nt_xent
 
 T = 0.3
+
+
+
+def band_of(low, high, mode):
+    """The filter object of (low, high, mode); mode "none" is no filter."""
+    return None if mode == "none" else BandFilter(low, high, mode)
 
 
 def kept(s, low, high, mode):
@@ -80,7 +87,7 @@ def test_principled_equals_loop(low, high, mode):
     zo, zt = make()
     zo_a = zo.clone().requires_grad_(True)
     zo_b = zo.clone().requires_grad_(True)
-    loss, _ = mttv_infonce(zo_a, zt, T, low, high, mode, "principled")
+    loss, _ = mttv_infonce(zo_a, zt, T, band_of(low, high, mode), "principled")
     ref = principled_loop(zo_b, zt, T, low, high, mode)
     torch.testing.assert_close(loss, ref)
     loss.backward()
@@ -94,7 +101,7 @@ def test_official_equals_loop(low, high, mode):
     zo, zt = make(m=16, d=4, seed=2)
     zo_a = zo.clone().requires_grad_(True)
     zo_b = zo.clone().requires_grad_(True)
-    loss, _ = mttv_infonce(zo_a, zt, T, low, high, mode, "official")
+    loss, _ = mttv_infonce(zo_a, zt, T, band_of(low, high, mode), "official")
     ref = official_loop(zo_b, zt, T, low, high, mode)
     assert torch.isfinite(ref)
     torch.testing.assert_close(loss, ref)
@@ -106,7 +113,7 @@ def test_official_equals_loop(low, high, mode):
 
 def test_positive_outside_band_drops_the_anchor():
     zo, zt = make()
-    with_special, _ = mttv_infonce(zo, zt, T, 0.1, 0.9, "band")
+    with_special, _ = mttv_infonce(zo, zt, T, BandFilter(0.1, 0.9, "band"))
     # the same loss computed by hand without anchors 0 and 1 (both directions)
     s = interleaved_cosines(zo, zt)
     keep = (s.abs() >= 0.1) & (s.abs() <= 0.9)
@@ -122,7 +129,7 @@ def test_positive_outside_band_drops_the_anchor():
 
 def test_mode_none_principled_is_nt_xent():
     zo, zt = make(special_rows=False)
-    loss, stats = mttv_infonce(zo, zt, T, mode="none")
+    loss, stats = mttv_infonce(zo, zt, T, band=None)
     ref, _ = mv_nt_xent(torch.cat([zo, zt]), torch.arange(6).repeat(2), T)
     torch.testing.assert_close(loss, ref)
     assert stats["filtered_fraction"] == 0
@@ -131,17 +138,17 @@ def test_mode_none_principled_is_nt_xent():
 def test_official_can_have_negative_denominators():
     # 2 pairs, band removes the self-similarity and most entries: sum of kept terms < e^{1/t}
     zo, zt = make(m=2, d=5, seed=5, special_rows=False)
-    loss, _ = mttv_infonce(zo, zt, T, 0.1, 0.9, "band", "official")
+    loss, _ = mttv_infonce(zo, zt, T, BandFilter(0.1, 0.9, "band"), "official")
     ref = official_loop(zo, zt, T, 0.1, 0.9, "band")
     assert torch.isnan(ref)  # the official formula itself gives garbage here
     assert torch.isnan(loss)
-    principled, _ = mttv_infonce(zo, zt, T, 0.1, 0.9, "band", "principled")
+    principled, _ = mttv_infonce(zo, zt, T, BandFilter(0.1, 0.9, "band"), "principled")
     assert torch.isfinite(principled)
 
 
 def test_stats():
     zo, zt = make(m=7, seed=4)
-    _, stats = mttv_infonce(zo, zt, T, 0.1, 0.9, "band")
+    _, stats = mttv_infonce(zo, zt, T, BandFilter(0.1, 0.9, "band"))
     u_o, u_t = F.normalize(zo, dim=1), F.normalize(zt, dim=1)
     u = torch.cat([u_o, u_t])
     s = u @ u.T
@@ -161,7 +168,7 @@ def test_stats():
 def test_target_gets_no_gradient_and_no_anchor_gives_zero_with_graph():
     zo = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
     zt = (2 * zo).detach().requires_grad_(True)  # every positive has cosine 1 -> all dropped
-    loss, _ = mttv_infonce(zo, zt, T, 0.1, 0.9, "band")
+    loss, _ = mttv_infonce(zo, zt, T, BandFilter(0.1, 0.9, "band"))
     assert loss.item() == 0.0 and loss.requires_grad
     loss.backward()
     assert zt.grad is None
@@ -181,7 +188,7 @@ def test_small_temperature_is_stable():
     # e^{1/t} overflows float32 for t = 0.005; the principled form uses log-sum-exp and stays
     # finite (the official form subtracts e^{1/t}, so at small t it is a cancellation by design)
     zo, zt = make(m=16, special_rows=False)
-    loss, _ = mttv_infonce(zo.float(), zt.float(), 0.005, mode="none")
+    loss, _ = mttv_infonce(zo.float(), zt.float(), 0.005, band=None)
     assert torch.isfinite(loss)
 
 
@@ -189,7 +196,7 @@ def test_simulated_two_ranks_match_single_process(monkeypatch):
     m, w = 4, 2
     zo = torch.randn(w * m, 5, dtype=torch.float64, requires_grad=True)
     zt = torch.randn(w * m, 5, dtype=torch.float64)
-    ref = mttv_infonce(zo, zt, T, mode="none")[0]
+    ref = mttv_infonce(zo, zt, T, band=None)[0]
     (g_ref,) = torch.autograd.grad(ref, zo)
     norm_o, norm_t = F.normalize(zo, dim=1), F.normalize(zt, dim=1)
     losses = []
@@ -202,7 +209,7 @@ def test_simulated_two_ranks_match_single_process(monkeypatch):
         monkeypatch.setattr(mttv, "rank_and_world", lambda r=r: (r, w))
         monkeypatch.setattr(mttv, "gather_with_grad", gather_o)
         monkeypatch.setattr(mttv, "gather_no_grad", lambda x: norm_t.detach())
-        losses.append(mttv_infonce(zo[sl], zt[sl], T, mode="none")[0])
+        losses.append(mttv_infonce(zo[sl], zt[sl], T, band=None)[0])
     mean = sum(losses) / w
     torch.testing.assert_close(mean, ref)
     (g,) = torch.autograd.grad(mean, zo)
@@ -214,6 +221,6 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="form"):
         mttv_infonce(z, z, form="paper")
     with pytest.raises(ValueError, match=r"method_kwargs\.filter\.low"):
-        mttv_infonce(z, z, low=0.9, high=0.1)
+        mttv_infonce(z, z, band=BandFilter(low=0.9, high=0.1))
     with pytest.raises(ValueError, match="same shape"):
         mttv_infonce(z, torch.randn(2, 4))

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from solo_multiview.losses.band_filter import BandFilter
 from solo_multiview.losses.mv_mocov2plus import mv_mocov2plus_loss
 
 T = 0.2
@@ -87,7 +88,8 @@ def test_band_brute_force(band):
     q_a = q.clone().requires_grad_(True)
     q_b = q.clone().requires_grad_(True)
     q_b_unit = F.normalize(q_b, dim=-1)  # same function of q_b as inside the loss
-    loss, stats = mv_mocov2plus_loss(q_a, k, queue, T, band=band)
+    band_filter = None if band is None else BandFilter(*band)
+    loss, stats = mv_mocov2plus_loss(q_a, k, queue, T, band=band_filter)
     terms = [
         x
         for i in range(kv)
@@ -119,7 +121,8 @@ def test_band_brute_force(band):
 def test_all_positives_removed_gives_zero_with_graph():
     q, k, queue = make(2)
     q.requires_grad_(True)
-    loss, stats = mv_mocov2plus_loss(q, q.detach().flip(0), queue, T, band=(0.1, 0.9, "band"))
+    band = BandFilter(0.1, 0.9, "band")
+    loss, stats = mv_mocov2plus_loss(q, q.detach().flip(0), queue, T, band=band)
     assert loss.item() == 0.0 and loss.requires_grad
     loss.backward()
     assert torch.equal(q.grad, torch.zeros_like(q))

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from solo_multiview.losses import mv_simclr
+from solo_multiview.losses.band_filter import BandFilter
 from solo_multiview.losses.mv_simclr import mv_nt_xent
 
 T = 0.2
@@ -82,7 +83,7 @@ def test_band_equals_brute_force_and_gradient_matches(band):
     z[4] = z[0] * 2.0  # image 0: crops 0 and 1 identical -> positive with s = 1, out of band
     z_a = z.clone().requires_grad_(True)
     z_b = z.clone().requires_grad_(True)
-    loss, stats = mv_nt_xent(z_a, idx, T, band=band)
+    loss, stats = mv_nt_xent(z_a, idx, T, band=None if band is None else BandFilter(*band))
     ref = brute_force(z_b, idx, T, band=band)
     torch.testing.assert_close(loss, ref)
     loss.backward()
@@ -107,7 +108,7 @@ def test_out_of_band_positive_is_removed_from_numerator_and_denominator():
         [[1.0, 0.0, 0.0], [0.6, 0.8, 0.0], [1.0, 0.0, 0.0], [0.0, 0.6, 0.8]], dtype=torch.float64
     )
     idx = torch.tensor([0, 1, 0, 1])
-    loss, stats = mv_nt_xent(z, idx, T, band=(0.1, 0.9, "band"))
+    loss, stats = mv_nt_xent(z, idx, T, band=BandFilter(0.1, 0.9, "band"))
     # cosines: s01 = .6, s02 = 1, s03 = 0, s12 = .6, s13 = .48, s23 = 0
     # anchors 0 and 2 lose their positive (s = 1); anchor 1: candidates 0 (.6), 2 (.6), 3 (.48);
     # anchor 3: candidates 1 (.48) only (0 and 2 have s = 0 < low)
@@ -124,7 +125,7 @@ def test_no_anchor_left_gives_zero_with_graph():
     z, idx = make(2, b=3, d=5, seed=1)
     z[3:] = z[:3]  # every positive has s = 1 -> all removed by the band
     z.requires_grad_(True)
-    loss, stats = mv_nt_xent(z, idx, T, band=(0.1, 0.9, "band"))
+    loss, stats = mv_nt_xent(z, idx, T, band=BandFilter(0.1, 0.9, "band"))
     assert loss.item() == 0.0 and loss.requires_grad
     loss.backward()
     assert torch.equal(z.grad, torch.zeros_like(z))
@@ -147,7 +148,7 @@ def test_scale_does_not_grow_with_k_closed_form():
 
 def test_gradients_finite_float32():
     z = torch.randn(4 * 8, 16, requires_grad=True)
-    loss, _ = mv_nt_xent(z, torch.arange(8).repeat(4), 0.1, band=(0.1, 0.9, "band"))
+    loss, _ = mv_nt_xent(z, torch.arange(8).repeat(4), 0.1, band=BandFilter(0.1, 0.9, "band"))
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(z.grad).all()
 
@@ -184,4 +185,4 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="temperature"):
         mv_nt_xent(torch.randn(4, 3), torch.arange(4), 0.0)
     with pytest.raises(ValueError, match="method_kwargs.filter.mode"):
-        mv_nt_xent(torch.randn(4, 3), torch.arange(4), 0.1, band=(0.1, 0.9, "nope"))
+        mv_nt_xent(torch.randn(4, 3), torch.arange(4), 0.1, band=BandFilter(0.1, 0.9, "nope"))

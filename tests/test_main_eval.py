@@ -254,6 +254,22 @@ def test_bad_input_exits_before_writing(case, module, config, quickstart_run,
     assert not (run_without_backbone / "eval").exists()
 
 
+
+@pytest.mark.slow
+def test_checkpoint_path_pasted_as_printed(quickstart_run, tmp_path, monkeypatch, capsys):
+    """The checkpoint file as the pretraining prints it (``...-ep=<N>.ckpt``, an ``=`` Hydra's
+    grammar refuses unquoted) works on main_knn.py's command line as it is."""
+    ckpt = next(quickstart_run.glob("*-ep=*.ckpt"))
+    script = ROOT / "main_knn.py"
+    monkeypatch.setattr(sys, "argv", [
+        str(script), "--config-name", "knn_quickstart_digits",
+        f"pretrained_feature_extractor={ckpt}", "train_set=3", "knn.k=5",
+        f"results.dir={tmp_path}", "results.plot=false", "results.cache_features=false"])
+    runpy.run_path(str(script), run_name="__main__")
+    saved = json.loads((tmp_path / "knn-shots3-k5-t0.1" / "results.json").read_text())
+    assert saved["settings"]["checkpoint"] == str(ckpt)
+    assert f"checkpoint: {ckpt}" in capsys.readouterr().out
+
 @pytest.mark.slow
 def test_probe_sets_pick_the_right_images(quickstart_run):
     base = [f"pretrained_feature_extractor={quickstart_run}"]

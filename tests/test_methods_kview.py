@@ -8,6 +8,7 @@ with the pure-torch loss of ``solo_multiview/losses``.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import itertools
 import math
@@ -335,8 +336,8 @@ def test_builtin_composition(method):
     assert issubclass(cls, base)
     assert issubclass(cls, builtin.BaseMomentumMethod) == (method in MOMENTUM_METHODS)
     assert cls.__mro__[2] is METHODS[method]  # behind the training guard
-    # the host-neutral class declares its hyper-parameter checks as a classmethod
-    assert isinstance(METHODS[method].__dict__["add_and_assert_specific_cfg"], classmethod)
+    # the host-neutral class declares its hyper-parameters as a dataclass (its method_kwargs)
+    assert dataclasses.is_dataclass(METHODS[method].__dict__["Kwargs"])
 
 
 @pytest.mark.skipif(not solo_available(),

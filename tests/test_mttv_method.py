@@ -11,7 +11,7 @@ from solo_multiview.training.pretrain import fit, prepare_pretrain
 from tests.helpers import HOSTS, tiny_cfg
 
 MTTV_TINY = [
-    "method_kwargs.num_pairs=1", "method_kwargs.proj_hidden_dim=16",
+    "method_kwargs.num_views=1", "method_kwargs.proj_hidden_dim=16",
     "method_kwargs.proj_output_dim=8", "optimizer.lr=0.05",
 ]
 
@@ -22,7 +22,7 @@ def mttv_cfg(tmp_path, host="builtin", overrides=()):
 
 
 ABLATIONS = {
-    "num_pairs": ["method_kwargs.num_pairs=2"],
+    "num_pairs": ["method_kwargs.num_views=2"],
     "fusion": ["method_kwargs.fusion=concat"],
     "band": ["method_kwargs.filter.low=0.05", "method_kwargs.filter.high=0.95"],
     "low_only": ["method_kwargs.filter.mode=low_only"],
@@ -53,7 +53,7 @@ def test_crop_groups_reach_the_right_encoder(tmp_path):
     """[x_n, y_a] go through the online backbone, [x_a, y_n] through the momentum one, each
     group of K crops in one call, in the documented order."""
     K, B = 2, 4
-    run = prepare_pretrain(mttv_cfg(tmp_path, overrides=[f"method_kwargs.num_pairs={K}"]))
+    run = prepare_pretrain(mttv_cfg(tmp_path, overrides=[f"method_kwargs.num_views={K}"]))
     model = run.model
     seen = {"online": [], "target": []}
     model.backbone.register_forward_hook(lambda m, i, o: seen["online"].append(i[0]))
@@ -104,12 +104,14 @@ def test_target_branch_gets_no_gradient(tmp_path):
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["method_kwargs.num_pairs=0"], "method_kwargs.num_pairs: got 0"),
+    (["method_kwargs.num_views=0"], "method_kwargs.num_views: got 0"),
     (["method_kwargs.fusion=mean"], "method_kwargs.fusion: unknown value 'mean'"),
     (["method_kwargs.partner=self"], "method_kwargs.partner: unknown value 'self'"),
     (["method_kwargs.views=normal"], "method_kwargs.views: unknown value 'normal'"),
     (["method_kwargs.form=paper"], "method_kwargs.form: unknown value 'paper'"),
-    (["+method_kwargs.num_views=2"], "mttv takes exactly one augmentation entry"),
+    # K is method_kwargs.num_views for mttv too; its one augmentation entry makes K augmented views
+    (["method_kwargs.num_views=2", "augmentations.0.num_crops=1"],
+     "method_kwargs.num_views: 2 but the augmentations give 1 large crops"),
 ])
 def test_bad_mttv_config(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):

@@ -27,11 +27,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Callable, Optional
+from dataclasses import dataclass, fields
+from typing import Any, Callable, List, Optional
 
 import torch
 from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
+
+from solo_multiview.config.schema import section, setting
 
 MEAN_STD: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
@@ -39,19 +42,49 @@ MEAN_STD: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 }
 IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
-AUG_KEYS = (
-    "rrc",
-    "color_jitter",
-    "grayscale",
-    "gaussian_blur",
-    "solarization",
-    "equalization",
-    "horizontal_flip",
-    "crop_size",
-    "num_crops",
-    "mean",
-    "std",
-)
+
+
+@dataclass
+class RandomResizedCropConfig:
+    enabled: bool = setting(True, "random resized crop (false: resize + centre crop)")
+    crop_min_scale: float = setting(0.08, "smallest crop area fraction", above=0, maximum=1)
+    crop_max_scale: float = setting(1.0, "largest crop area fraction", above=0, maximum=1)
+
+
+@dataclass
+class ColorJitterConfig:
+    prob: float = setting(0.0, "probability of jittering", minimum=0, maximum=1)
+    brightness: float = setting(0.0, "brightness factor range [1 - b, 1 + b]", minimum=0)
+    contrast: float = setting(0.0, "contrast factor range [1 - c, 1 + c]", minimum=0)
+    saturation: float = setting(0.0, "saturation factor range [1 - s, 1 + s]", minimum=0)
+    hue: float = setting(0.0, "hue shift range [-h, h]", minimum=0, maximum=0.5)
+
+
+@dataclass
+class ProbabilityConfig:
+    prob: float = setting(0.0, "probability of applying the op", minimum=0, maximum=1)
+
+
+@dataclass
+class AugmentationConfig:
+    """One entry of ``augmentations``: one pipeline applied ``num_crops`` times."""
+
+    rrc: RandomResizedCropConfig = section(RandomResizedCropConfig)
+    color_jitter: ColorJitterConfig = section(ColorJitterConfig)
+    grayscale: ProbabilityConfig = section(ProbabilityConfig)
+    gaussian_blur: ProbabilityConfig = section(ProbabilityConfig)
+    solarization: ProbabilityConfig = section(ProbabilityConfig)
+    equalization: ProbabilityConfig = section(ProbabilityConfig)
+    horizontal_flip: ProbabilityConfig = section(ProbabilityConfig)
+    crop_size: int = setting(help="output size (pixels); large crops share the first entry's",
+                             minimum=1)
+    num_crops: int = setting(help="crops of this pipeline per image (the large entries add "
+                             "up to method_kwargs.num_views)", minimum=1)
+    mean: Optional[List[float]] = setting(None, "normalisation mean (null: the dataset's)")
+    std: Optional[List[float]] = setting(None, "normalisation std (null: the dataset's)")
+
+
+AUG_KEYS = tuple(f.name for f in fields(AugmentationConfig))
 BLUR_SIGMA = (0.1, 2.0)
 
 Transform = Callable[[Image.Image], torch.Tensor]

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, fields
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
@@ -42,8 +43,9 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from torch.utils.data import Dataset
 
+from solo_multiview.config.schema import setting
 from solo_multiview.data.longtail import DEFAULTS as LT_DEFAULTS
-from solo_multiview.data.longtail import long_tail_indexes, select_per_class
+from solo_multiview.data.longtail import LongTailConfig, long_tail_indexes, select_per_class
 from solo_multiview.data.sources import (
     BadImageError,
     ImageListSource,
@@ -53,25 +55,53 @@ from solo_multiview.data.sources import (
 )
 
 SUPPORTED_DATASETS = ("cifar10", "cifar100", "image_list", "digits")
-_NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10}
-LONG_TAIL_KEYS = (*LT_DEFAULTS, "split_file")
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10}
+LONG_TAIL_KEYS = tuple(f.name for f in fields(LongTailConfig))
 PROBE_TRAIN_SETS = ("balanced", "longtail")
+DATA_FORMATS = ("image_folder", "dali")
+BAD_IMAGE_POLICIES = ("error", "skip")
+
+
+@dataclass
+class DataConfig:
+    """``data.*`` of a pretraining config (solo-learn's keys plus ``long_tail``,
+    ``bad_images``). ``num_classes``, ``num_large_crops`` and ``num_small_crops`` are derived at
+    parse time (from the dataset and the method's views); giving them is refused."""
+
+    dataset: str = setting(help="the training data", choices=SUPPORTED_DATASETS)
+    train_path: Optional[str] = setting(None, "CIFAR download folder, or the image root of an "
+                                        "image_list")
+    val_path: Optional[str] = setting(None, "folder of the test data (null: train_path)")
+    val_split_file: Optional[str] = setting(None, "image_list: the test list (null: no "
+                                            "validation)")
+    format: str = setting("image_folder", "the loader: torchvision (image_folder) or NVIDIA "
+                          "DALI", choices=DATA_FORMATS)
+    num_workers: int = setting(4, "data loader worker processes", minimum=0)
+    bad_images: str = setting("error", "an unreadable image stops the run (error) or is "
+                              "replaced by the next readable one (skip)",
+                              choices=BAD_IMAGE_POLICIES)
+    long_tail: Optional[LongTailConfig] = setting(None, "the long-tail overlay (absent: "
+                                                  "CIFAR stays balanced, as in solo-learn)")
+    num_classes: Optional[int] = setting(None, "image_list: classes in the split list (null: "
+                                         "counted); other datasets: derived", minimum=1)
+    num_large_crops: Optional[int] = setting(None, "derived: large crops per image (set by "
+                                             "the parser from the method's views)")
+    num_small_crops: Optional[int] = setting(None, "derived: small crops per image")
+    no_labels: bool = setting(False, "solo-learn: image folder without labels", unused=True)
+    fraction: float = setting(-1.0, "solo-learn: fraction of the train set", unused=True)
 
 _LT_WHEN_ABSENT: dict[str, dict[str, Any]] = {
-    "cifar10": {"profile": "none"},
-    "cifar100": {"profile": "none"},
+    "cifar10": {"profile": "none", "imbalance_ratio": 1.0},
+    "cifar100": {"profile": "none", "imbalance_ratio": 1.0},
     "digits": {"profile": "exp", "imbalance_ratio": 10.0},
-    "image_list": {"profile": "none"},
+    "image_list": {"profile": "none", "imbalance_ratio": 1.0},
 }
 _LT_WHEN_PRESENT: dict[str, dict[str, Any]] = {
     "cifar10": {"profile": "exp", "imbalance_ratio": 100.0},
     "cifar100": {"profile": "exp", "imbalance_ratio": 100.0},
     "digits": {"profile": "exp", "imbalance_ratio": 10.0},
-    "image_list": {"profile": "none"},
+    "image_list": {"profile": "none", "imbalance_ratio": 1.0},
 }
-
-
-BAD_IMAGE_POLICIES = ("error", "skip")
 
 
 def item_seed(*keys: int) -> int:

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from solo_multiview.data.augmentations import EvalTransform, build_multicrop_transform
 from solo_multiview.data.datasets import build_pretrain_dataset, build_test_dataset
 from solo_multiview.data.pairing import MTTVPairDataset, build_pair_transforms
+from solo_multiview.data.views import ViewSpec
 
 
 class WithoutIndexes(Dataset):
@@ -84,16 +85,20 @@ def loader_kwargs(cfg: omegaconf.DictConfig) -> dict:
     }
 
 
-def build_pretrain_set(cfg: omegaconf.DictConfig, pipeline: str = "multicrop") -> Dataset:
-    """The long-tailed training set with the views ``pipeline`` asks for: ``multicrop`` (the
-    K-crop transform of ``cfg.augmentations``) or ``mttv_pairs`` (``data/pairing.py``)."""
+def build_pretrain_set(cfg: omegaconf.DictConfig, views: Optional[ViewSpec] = None) -> Dataset:
+    """The long-tailed training set with the views of the spec (``data/views.py``; None: the
+    spec of ``cfg.method``): the ``crops`` scheme gives the K-crop transform of
+    ``cfg.augmentations``, the ``pairs`` scheme the MIMV pairing (``data/pairing.py``)."""
     seed = int(cfg.get("seed", 0) or 0)
-    if pipeline == "mttv_pairs":
-        kwargs = cfg.method_kwargs
+    if views is None:
+        from solo_multiview.methods import view_spec
+
+        views = view_spec(cfg)
+    if views.scheme == "pairs":
         strong, normal = build_pair_transforms(cfg.augmentations[0], cfg.data.dataset)
         return MTTVPairDataset(build_pretrain_dataset(cfg, None), strong, normal,
-                               num_pairs=int(kwargs.num_pairs), partner=kwargs.partner,
-                               views=kwargs.views, seed=seed)
+                               num_pairs=views.num_views, partner=views.partner,
+                               views=views.roles, seed=seed)
     transform = build_multicrop_transform(cfg.augmentations, cfg.data.dataset)
     return build_pretrain_dataset(cfg, transform, seed=seed)
 
@@ -126,14 +131,14 @@ def build_val_loader(cfg: omegaconf.DictConfig) -> Optional[DataLoader]:
                       **loader_kwargs(cfg))
 
 
-def build_train_data(cfg: omegaconf.DictConfig, pipeline: str = "multicrop"
+def build_train_data(cfg: omegaconf.DictConfig, views: Optional[ViewSpec] = None
                      ) -> Tuple[Any, Optional[Dataset]]:
     """(training loader, its dataset): the torchvision DataLoader, or with ``data.format: dali``
     the DALI loader (``data/dali/``, the same batch contract; no map-style dataset)."""
     if cfg.data.format == "dali":
         from solo_multiview.data.dali import build_dali_pretrain_loader
 
-        return build_dali_pretrain_loader(cfg, pipeline=pipeline), None
-    dataset = build_pretrain_set(cfg, pipeline)
+        return build_dali_pretrain_loader(cfg, views=views), None
+    dataset = build_pretrain_set(cfg, views)
     return build_pretrain_loader(cfg, dataset), dataset
 

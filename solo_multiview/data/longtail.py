@@ -25,22 +25,45 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
 
+from solo_multiview.config.schema import setting
+
 PROFILES = ("exp", "step", "pareto", "none")
 CLASS_ORDERS = ("natural", "permuted")
 
-#: Values used for keys missing from ``data.long_tail``.
+
+@dataclass
+class LongTailConfig:
+    """``data.long_tail``: the long-tail overlay (module docstring). A null profile or ratio
+    takes the dataset's default (``data/datasets.py``: CIFAR exp/100, digits exp/10,
+    image_list none)."""
+
+    profile: Optional[str] = setting(None, "per-class count profile (null: the dataset's)",
+                                     choices=PROFILES)
+    imbalance_ratio: Optional[float] = setting(None, "n_max / n_min (null: the dataset's)",
+                                               minimum=1)
+    seed: int = setting(0, "seed of the per-class selection and of class_order: permuted",
+                        minimum=0)
+    class_order: Any = setting("natural", "natural | permuted | a list of class ids, head "
+                               "first")
+    index_file: Optional[str] = setting(None, ".npy indexes into the full train set (SDCLR/BCL "
+                                        "split files); replaces the profile")
+    split_file: Optional[str] = setting(None, "image_list: the train list ('relative/path "
+                                        "label' per line)")
+    n_max: Optional[int] = setting(None, "images of the head class (null: the smallest class "
+                                   "size of the source)", minimum=1)
+
+#: Values used for keys missing from ``data.long_tail`` (the declared defaults; a profile and
+#: ratio left null fall back to CIFAR-LT's exp / 100 here, the dataset's own in datasets.py).
 DEFAULTS: dict[str, Any] = {
+    **{k: v for k, v in vars(LongTailConfig()).items() if k != "split_file"},
     "profile": "exp",
     "imbalance_ratio": 100.0,
-    "seed": 0,
-    "class_order": "natural",
-    "index_file": None,
-    "n_max": None,
 }
 
 # A relative slack before flooring, so that a product such as 5000 * 100**-1 that lands one ulp

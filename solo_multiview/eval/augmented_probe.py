@@ -23,6 +23,7 @@ Images of another size are first resized (short side ``resize``) and centre-crop
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence
 
 import torch
@@ -32,9 +33,27 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import InterpolationMode, v2
 
+from solo_multiview.config.schema import setting
+
 from .linear import LinearProbe, LinearProbeConfig, class_weights
 
 Transform = Callable[[Image.Image], torch.Tensor]
+CROP_MODES = ("pad", "resized")
+
+
+@dataclass
+class ProbeAugmentationConfig:
+    """The ``probe.augmentation`` node of main_linear.py (``probe.mode=augmented`` only): the
+    arguments of ``augmentation_transform``, declared beside it with its defaults."""
+
+    crop: str = setting("pad", "pad (pad + random crop, CIFAR) | resized (RandomResizedCrop, "
+                        "ImageNet)", choices=CROP_MODES)
+    padding: int = setting(4, "crop=pad: zero padding in pixels before the random crop",
+                           minimum=0)
+    min_scale: float = setting(0.08, "crop=resized: smallest area fraction of the crop", above=0,
+                               maximum=1)
+    horizontal_flip: float = setting(0.5, "probability of a horizontal flip", minimum=0,
+                                     maximum=1)
 
 
 def augmentation_transform(

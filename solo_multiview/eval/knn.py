@@ -13,13 +13,27 @@ The prediction is ``argmax_c score_c``. Computation is chunked over test feature
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
+from solo_multiview.config.schema import setting
+
 DEFAULT_K = 200
 DEFAULT_TEMPERATURE = 0.1
+#: below this temperature exp(1 / T) overflows float32 for a cosine similarity of 1
+MIN_TEMPERATURE = 1.0 / 88.0
+
+
+@dataclass
+class KnnConfig:
+    """The ``knn`` node of main_knn.py: the arguments of ``knn_scores``, declared beside it."""
+
+    k: int = setting(DEFAULT_K, "neighbours that vote (capped at the bank size)", minimum=1)
+    temperature: float = setting(DEFAULT_TEMPERATURE, "T of the vote weights exp(s / T); below "
+                                 "1/88 exp(1/T) overflows float32", minimum=MIN_TEMPERATURE)
 
 
 @torch.no_grad()

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from solo_multiview.config.schema import setting
+
 OPTIMIZERS = ("sgd", "adamw")
 
 
@@ -57,6 +59,25 @@ class LinearProbeConfig:
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
+
+
+@dataclass
+class ProbeOptimizerConfig:
+    """The ``optimizer`` node of main_linear.py, declared here beside the probe it trains
+    (``run_linear.probe_config`` turns it into a ``LinearProbeConfig``, whose defaults these
+    are)."""
+
+    name: str = setting(LinearProbeConfig.optimizer, "sgd (momentum, optional Nesterov) | adamw",
+                        choices=OPTIMIZERS)
+    batch_size: int = setting(LinearProbeConfig.batch_size, "probe mini-batch size", minimum=1)
+    lr: float = setting(LinearProbeConfig.lr, "initial learning rate, cosine-annealed per step "
+                        "to 0 (not scaled by the batch size)", above=0)
+    weight_decay: float = setting(LinearProbeConfig.weight_decay, "weight decay of W and b",
+                                  minimum=0)
+    momentum: float = setting(LinearProbeConfig.momentum, "SGD momentum (sgd only)", minimum=0,
+                              below=1)
+    nesterov: bool = setting(LinearProbeConfig.nesterov, "Nesterov momentum (sgd only; needs "
+                             "momentum > 0)")
 
 class LinearProbe(nn.Module):
     """Standardisation buffers plus the trained ``nn.Linear`` head."""

@@ -20,9 +20,16 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from solo_multiview.config.common import select
+from solo_multiview.config.schema import unused_settings
 
 from .checkpoint import check_backbone_config, find_checkpoint, load_args, load_pretrained_backbone
-from .eval_config import default_results_name, parse_eval_cfg, resolve_device, train_set_label
+from .eval_config import (
+    default_results_name,
+    parse_eval_cfg,
+    resolve_device,
+    schema_for,
+    train_set_label,
+)
 from .feature_cache import Features, cached_features, feature_key
 from .probe_data import EvalData, build_eval_data
 from .report import summary_table, write_results
@@ -66,6 +73,9 @@ def prepare_eval(cfg: omegaconf.DictConfig, kind: str,
     the checkpoint's ``backbone.`` weights (strict load), the data (paths, lists, probe set).
     Raises ValueError / FileNotFoundError naming the key or file; writes nothing."""
     cfg = parse_eval_cfg(cfg, kind)
+    unused = unused_settings(schema_for(kind), cfg)
+    if unused:
+        log(f"note: accepted for solo-learn configs, without effect here: {', '.join(unused)}")
     device = resolve_device(cfg.device)
     checkpoint = find_checkpoint(str(cfg.pretrained_feature_extractor))
     args_path = select(cfg, "pretrained_args")

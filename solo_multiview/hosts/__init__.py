@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 from solo_multiview.hosts.contract import BaseMomentumMethod as MomentumContract
 from solo_multiview.hosts.guard import TrainingGuard
-
-HOSTS = ("auto", "solo", "builtin")
+from solo_multiview.hosts.keys import HOSTS
 
 
 @dataclass(frozen=True)

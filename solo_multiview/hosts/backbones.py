@@ -11,11 +11,15 @@ output is the flat feature vector (``fc`` removed) and which exposes ``num_featu
 
 from __future__ import annotations
 
+import inspect
+from dataclasses import dataclass
 from typing import Any, Callable, Dict
 
 import torch
 from torch import nn
 from torchvision import models
+
+from solo_multiview.config.schema import ConfigError, setting
 
 CIFAR_DATASETS = ("cifar10", "cifar100")
 
@@ -73,6 +77,33 @@ BACKBONES: Dict[str, Callable[..., nn.Module]] = {
     "resnet50": resnet50,
     "convnet": convnet,
 }
+
+
+@dataclass
+class BackboneConfig:
+    """``backbone.*`` (solo-learn's keys)."""
+
+    name: str = setting(help="the encoder", choices=tuple(BACKBONES))
+    kwargs: Dict[str, Any] = setting({}, "arguments of the backbone's builder (convnet: width, "
+                                     "depth; resnet*: torchvision's, e.g. zero_init_residual)")
+
+
+def check_backbone_kwargs(name: str, kwargs: Dict[str, Any]) -> None:
+    """ConfigError naming ``backbone.kwargs.<key>`` when the builder does not take it."""
+    builder = {"convnet": ConvNet.__init__, "resnet18": models.resnet18,
+               "resnet50": models.resnet50}[name]
+    params = inspect.signature(builder).parameters
+    open_ended = any(p.kind is p.VAR_KEYWORD for p in params.values()) and name != "convnet"
+    allowed = [p for p in params if p not in ("self", "weights", "progress", "kwargs",
+                                              "in_channels")]
+    if name.startswith("resnet"):
+        allowed = sorted(set(allowed) | {"zero_init_residual", "groups", "width_per_group",
+                                         "replace_stride_with_dilation", "norm_layer"})
+        open_ended = False
+    for key in kwargs:
+        if key not in allowed and not open_ended:
+            raise ConfigError(f"backbone.kwargs.{key}: unknown argument of {name}; accepted: "
+                              f"{allowed}")
 
 
 def adapt_backbone(backbone: nn.Module, name: str, dataset: str) -> nn.Module:

@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from solo_multiview.config.common import select
 from solo_multiview.hosts.backbones import build_backbone
 from solo_multiview.hosts.multiview_step import MultiViewStepMixin
 from solo_multiview.hosts.online_knn import OnlineKNN
@@ -48,7 +47,7 @@ class BaseMethod(MultiViewStepMixin, pl.LightningModule):
 
     def __init__(self, cfg: omegaconf.DictConfig):
         super().__init__()
-        cfg = self.add_and_assert_specific_cfg(cfg)
+        # a parsed config (config/pretrain.py): every key has its value, nothing is filled here
         self.cfg: omegaconf.DictConfig = cfg
 
         self.backbone_name: str = cfg.backbone.name
@@ -98,29 +97,6 @@ class BaseMethod(MultiViewStepMixin, pl.LightningModule):
 
         self.no_channel_last: bool = cfg.performance.disable_channel_last
         self.validation_step_outputs: List[Dict[str, Any]] = []
-
-    @staticmethod
-    def add_and_assert_specific_cfg(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
-        """Defaults of the keys every method reads (solo-learn's defaults)."""
-        cfg.backbone.kwargs = select(cfg, "backbone.kwargs", {})
-        cfg.optimizer.exclude_bias_n_norm_wd = select(cfg, "optimizer.exclude_bias_n_norm_wd",
-                                                      False)
-        cfg.optimizer.kwargs = select(cfg, "optimizer.kwargs", {})
-        cfg.accumulate_grad_batches = select(cfg, "accumulate_grad_batches", 1)
-        cfg.scheduler.lr_decay_steps = select(cfg, "scheduler.lr_decay_steps", None)
-        cfg.scheduler.min_lr = select(cfg, "scheduler.min_lr", 0.0)
-        cfg.scheduler.warmup_start_lr = select(cfg, "scheduler.warmup_start_lr", 3e-5)
-        cfg.scheduler.warmup_epochs = select(cfg, "scheduler.warmup_epochs", 10)
-        cfg.scheduler.interval = select(cfg, "scheduler.interval", "step")
-        cfg.knn_eval = select(cfg, "knn_eval", {})
-        cfg.knn_eval.enabled = select(cfg, "knn_eval.enabled", False)
-        cfg.knn_eval.k = select(cfg, "knn_eval.k", 20)
-        cfg.knn_eval.temperature = select(cfg, "knn_eval.temperature", 0.07)
-        cfg.performance = select(cfg, "performance", {})
-        cfg.performance.disable_channel_last = select(cfg, "performance.disable_channel_last",
-                                                      False)
-        cfg.method_kwargs = select(cfg, "method_kwargs", {})
-        return cfg
 
     @property
     def learnable_params(self) -> List[Dict[str, Any]]:
@@ -230,15 +206,6 @@ class BaseMomentumMethod(BaseMethod):
         )
         self.momentum_updater = MomentumUpdater(cfg.momentum.base_tau, cfg.momentum.final_tau)
         self.last_step = 0
-
-    @staticmethod
-    def add_and_assert_specific_cfg(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
-        cfg = BaseMethod.add_and_assert_specific_cfg(cfg)
-        cfg.momentum = select(cfg, "momentum", {})
-        cfg.momentum.base_tau = select(cfg, "momentum.base_tau", 0.99)
-        cfg.momentum.final_tau = select(cfg, "momentum.final_tau", 1.0)
-        cfg.momentum.classifier = select(cfg, "momentum.classifier", False)
-        return cfg
 
     @property
     def learnable_params(self) -> List[Dict[str, Any]]:

@@ -1,21 +1,31 @@
-"""The host contract: what a method may rely on from the base class it is built on.
+"""The host contract: what a method may rely on from the base class it is built on, and what a
+method declares. The architecture is written down in docs/architecture.md.
 
 A method is written once, as a subclass of :class:`BaseMethod` or :class:`BaseMomentumMethod`
-below, in solo-learn's style (``super().__init__(cfg)``, ``add_and_assert_specific_cfg``,
-``learnable_params``, ``forward``, ``training_step`` calling ``super().training_step``). These two
-classes carry no behaviour: :func:`solo_multiview.hosts.compose` puts the host's real base class
-behind them in the MRO, so ``super()`` inside a method reaches either solo-learn's
-``solo.methods.base.BaseMethod`` or the built-in one (``hosts/builtin.py``).
+below, in solo-learn's style (``super().__init__(cfg)``, ``learnable_params``, ``forward``,
+``training_step`` calling ``super().training_step``). :func:`solo_multiview.hosts.compose` puts the
+host's real base class behind these in the MRO, so ``super()`` inside a method reaches either
+solo-learn's ``solo.methods.base.BaseMethod`` or the built-in one (``hosts/builtin.py``).
+
+What a method declares (read by the config parser, the data pipelines and the resume key):
+
+* ``Kwargs``: the dataclass of its ``method_kwargs`` (subclassing ``data/views.py``'s
+  ``ViewKwargs``: K as ``num_views``; the band filter is in ``methods/options.py``);
+  ``Momentum``: the dataclass of ``momentum.*`` (momentum methods only; ``hosts/keys.py``).
+* ``views(cfg)``: its :class:`~solo_multiview.data.views.ViewSpec` (default: K large crops from
+  ``augmentations`` plus the small ones when ``accepts_small_crops``).
+* ``kview_loss(out, batch)``: its loss from the per-crop outputs of the host step; the
+  contract's ``training_step`` calls it and logs ``train_<loss_name>_loss`` (a method with a
+  step of its own, mttv, overrides ``training_step``).
+* ``check_cfg(cfg)``: checks across keys that a declaration cannot express (ConfigError).
+* ``preset_views``: the K of its generated CIFAR-LT presets (``training/presets.py``).
 
 What every host provides (solo-learn's names and meanings):
 
-* ``__init__(cfg)`` calls ``self.add_and_assert_specific_cfg(cfg)`` first, then builds
-  ``self.backbone`` (flat features of size ``self.features_dim``), ``self.classifier`` (the online
-  linear probe, trained on detached features), and reads ``self.num_large_crops``,
-  ``self.num_small_crops``, ``self.max_epochs``, optimizer and scheduler settings from ``cfg``.
-* ``add_and_assert_specific_cfg(cfg)``: fills defaults and checks keys. Methods override it as a
-  **classmethod** calling ``super().add_and_assert_specific_cfg(cfg)`` (a classmethod, unlike
-  solo-learn's staticmethods, so that ``super()`` follows the composed class's MRO).
+* ``__init__(cfg)`` builds ``self.backbone`` (flat features of size ``self.features_dim``),
+  ``self.classifier`` (the online linear probe, trained on detached features), and reads
+  ``self.num_large_crops``, ``self.num_small_crops``, ``self.max_epochs``, optimizer and
+  scheduler settings from ``cfg`` (the parsed config: every key has its value).
 * ``learnable_params``: list of optimizer parameter groups (dicts with ``name`` and ``params``;
   optional ``lr``, ``weight_decay``, ``static_lr``).
 * ``forward(X)`` -> ``{"feats", "logits"}``; ``multicrop_forward(X)`` -> ``{"feats"}``. Methods
@@ -34,19 +44,87 @@ What every host provides (solo-learn's names and meanings):
 
 from __future__ import annotations
 
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
+import torch
+
+from solo_multiview.config.schema import ConfigError
+from solo_multiview.data.augmentations import count_crops
+from solo_multiview.data.views import ViewKwargs, ViewSpec
+from solo_multiview.hosts.keys import MomentumConfig
+
 
 class BaseMethod:
-    """Marker base for K-view methods; the host's base class is placed behind it.
-
-    ``data_pipeline`` names the training data a method needs: ``multicrop`` (K augmented crops
-    per image, ``data/augmentations.py``) or ``mttv_pairs`` (anchor/partner views,
-    ``data/pairing.py``)."""
+    """Marker base for K-view methods; the host's base class is placed behind it."""
 
     host_kind = "base"
-    data_pipeline = "multicrop"
+    Kwargs: type = ViewKwargs
+    Momentum: Optional[type] = None
+    #: whether the loss has a place for small crops (multi-crop)
+    accepts_small_crops = True
+    #: K of the generated presets ``<method>_k<K>_cifar{10,100}lt`` (``training/presets.py``)
+    preset_views: tuple = (2, 4, 8)
+    #: the K-view loss is logged as ``train_<loss_name>_loss``
+    loss_name = "kview"
+    #: ``f(method, out, batch) -> loss``: the standard two-view loss written independently, which
+    #: ``kview_loss`` must equal at K = 2 (tests/test_registry.py); None where the objective has
+    #: no two-view form to reduce to (say why in the method's docstring)
+    two_view_reference: Optional[Callable[..., torch.Tensor]] = None
+
+    def kview_loss(self, out: Dict[str, Any], batch: Sequence[Any]
+                   ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """The method's loss from the host step's per-crop outputs (``out["z"][k]`` is crop k;
+        ``out["p"]``, ``out["momentum_z"]`` where the method has them) and the batch; returns
+        ``(loss, stats)``, stats logged as ``train_<name>``."""
+        raise NotImplementedError(f"{type(self).__name__} defines no kview_loss")
+
+    def training_step(self, batch: Sequence[Any], batch_idx: int) -> torch.Tensor:
+        """The host's batched step (online classifier included), then the method's loss."""
+        out = super().training_step(batch, batch_idx)  # type: ignore[misc]
+        loss, stats = self.kview_loss(out, batch)
+        self.log_dict(  # type: ignore[attr-defined]
+            {f"train_{self.loss_name}_loss": loss, **{f"train_{k}": v for k, v in stats.items()}},
+            on_epoch=True, sync_dist=True,
+        )
+        return loss + out["loss"]
+
+    @classmethod
+    def views(cls, cfg: Any) -> ViewSpec:
+        """K large crops (``method_kwargs.num_views``) plus the small crops of
+        ``augmentations``."""
+        _, num_small = count_crops(cfg.augmentations)
+        return ViewSpec(num_views=int(cfg.method_kwargs.num_views), num_small=num_small)
+
+    #: the smallest K the loss is defined for
+    min_views = 2
+
+    @classmethod
+    def check_cfg(cls, cfg: Any) -> None:
+        """K >= ``min_views``; the large crops of ``augmentations`` add up to K; small crops
+        only where the loss takes them."""
+        num_large, num_small = count_crops(cfg.augmentations)
+        k = cfg.method_kwargs.num_views
+        if k < cls.min_views:
+            raise ConfigError(
+                f"augmentations[*].num_crops: {cfg.method} needs at least {cls.min_views} large "
+                f"crops (K >= {cls.min_views}), got K = {k} (method_kwargs.num_views)"
+            )
+        if num_large != k:
+            raise ConfigError(
+                f"method_kwargs.num_views: {k} but the augmentations give {num_large} large "
+                "crops; make augmentations[*].num_crops of the large entries add up to K "
+                "(the shipped augmentation files use ${method_kwargs.num_views})"
+            )
+        if num_small and not cls.accepts_small_crops:
+            raise ConfigError(
+                f"augmentations: {cfg.method} uses the K large crops only, got {num_small} "
+                "small crops (entries whose crop_size differs from the first entry's); remove "
+                "them or use a multi-crop method (mv_byol, mv_simsiam, mv_simclr)"
+            )
 
 
 class BaseMomentumMethod(BaseMethod):
     """Marker base for K-view methods with an EMA target network."""
 
     host_kind = "momentum"
+    Momentum: Optional[type] = MomentumConfig

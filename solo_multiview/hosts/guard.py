@@ -46,7 +46,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
+from solo_multiview.config.schema import setting
+
 NONFINITE_POLICIES = ("stop", "skip")
+#: the guard's config key, a top-level key of the pretraining schema
+NONFINITE_KEY = ("nonfinite_loss", str, setting(
+    "stop", "a non-finite loss stops the run before the update (stop) or skips the batch",
+    choices=NONFINITE_POLICIES))
 
 
 class NonFiniteLossError(RuntimeError):

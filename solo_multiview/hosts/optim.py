@@ -3,15 +3,94 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, List, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 from timm.optim import Lars
 from torch import nn
 
+from solo_multiview.config.schema import ConfigError, check, setting
+
 OPTIMIZERS = ("sgd", "lars", "adam", "adamw")
 SCHEDULERS = ("warmup_cosine", "step", "none")
+LR_SCALING = ("linear", "none")
 NO_WD_SUFFIX = "_no_wd"
+
+
+@dataclass
+class OptimizerConfig:
+    """``optimizer.*`` (solo-learn's keys plus ``lr_scaling``); ``kwargs`` are the chosen
+    optimizer's own (:data:`OPTIMIZER_KWARGS`)."""
+
+    name: str = setting(help="the optimizer", choices=OPTIMIZERS)
+    batch_size: int = setting(help="images per device per step", minimum=1)
+    lr: float = setting(help="learning rate (scaled by batch_size * devices * nodes / 256 "
+                        "unless lr_scaling: none)", above=0)
+    weight_decay: float = setting(help="weight decay", minimum=0)
+    classifier_lr: float = setting(0.1, "learning rate of the online linear classifier",
+                                   minimum=0)
+    lr_scaling: str = setting("linear", "solo-learn's linear scaling rule, or none",
+                              choices=LR_SCALING)
+    exclude_bias_n_norm_wd: bool = setting(False, "no weight decay on biases and norm layers")
+    lr_scale_factor: Optional[float] = setting(None, "derived: the factor lr was scaled by (a "
+                                               "config that has it is not scaled again)")
+    kwargs: Dict[str, Any] = setting({}, "the optimizer's own arguments (sgd: momentum, "
+                                     "nesterov; lars: momentum, eta, clip_lr, "
+                                     "exclude_bias_n_norm; adam/adamw: betas, eps)")
+
+
+@dataclass
+class SGDKwargs:
+    momentum: float = setting(0.9, "momentum", minimum=0, below=1)
+    nesterov: bool = setting(False, "Nesterov momentum")
+
+
+@dataclass
+class LARSKwargs:
+    momentum: float = setting(0.9, "momentum", minimum=0, below=1)
+    eta: float = setting(1e-3, "trust coefficient", above=0)
+    clip_lr: bool = setting(False, "clip the adaptive lr at the base lr")
+    exclude_bias_n_norm: bool = setting(False, "no trust ratio and no weight decay on biases "
+                                        "and norm layers")
+
+
+@dataclass
+class AdamKwargs:
+    betas: List[float] = setting([0.9, 0.999], "Adam's betas")
+    eps: float = setting(1e-8, "Adam's epsilon", above=0)
+
+
+#: the declared ``optimizer.kwargs`` of each optimizer
+OPTIMIZER_KWARGS = {"sgd": SGDKwargs, "lars": LARSKwargs, "adam": AdamKwargs,
+                    "adamw": AdamKwargs}
+
+
+def optimizer_kwargs(name: str, given: Dict[str, Any]) -> Dict[str, Any]:
+    """``optimizer.kwargs`` checked against the optimizer's declaration, defaults filled
+    (ConfigError naming ``optimizer.kwargs.<key>``)."""
+    cls = OPTIMIZER_KWARGS[name]
+    checked = check(cls, given, prefix="optimizer.kwargs")
+    full = {**vars(cls()), **checked}
+    betas = full.get("betas")
+    if betas is not None and (len(betas) != 2 or not all(0 <= b < 1 for b in betas)):
+        raise ConfigError(f"optimizer.kwargs.betas: got {betas}; expected two numbers in [0, 1)")
+    return full
+
+
+@dataclass
+class SchedulerConfig:
+    """``scheduler.*`` (solo-learn's keys)."""
+
+    name: str = setting("warmup_cosine", "the learning-rate schedule", choices=SCHEDULERS)
+    warmup_epochs: float = setting(10, "linear warm-up length in epochs", minimum=0)
+    warmup_start_lr: float = setting(3e-5, "learning rate at the start of the warm-up",
+                                     minimum=0)
+    min_lr: float = setting(0.0, "final learning rate of the cosine", minimum=0)
+    interval: str = setting("step", "update the lr every step or every epoch",
+                            choices=("step", "epoch"))
+    lr_decay_steps: Optional[List[int]] = setting(None, "step scheduler: epochs at which the "
+                                                  "lr is divided by 10")
 
 
 def split_bias_and_norm(groups: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:

@@ -6,7 +6,7 @@ The method fuses an online embedding ``z_online[m] = f(x_n) + f(y_a)`` and a mom
 ``z_online[m]`` is ``z_target[m]`` and vice versa, every other embedding is a negative. Anchors are
 the local 2M rows; candidates are the embeddings of all ranks (``z_online`` gathered with gradient,
 ``z_target`` gathered without: it is treated as a stop-gradient target and detached here).
-``keep_ia`` is the band filter (:mod:`.band_filter`) on ``s_ia`` (``mode="none"``: keep all).
+``keep_ia`` is the band filter (:mod:`.band_filter`) on ``s_ia`` (``band=None``: keep all).
 
 ``form="principled"`` (default):
 
@@ -17,7 +17,7 @@ the local 2M rows; candidates are the embeddings of all ranks (``z_online`` gath
 
 The self-similarity is excluded exactly once (by index, independent of the band); an anchor whose
 positive lies outside the band is dropped (mean over the remaining anchors; a zero that keeps the
-graph if none remain). With ``mode="none"`` this is NT-Xent on the 2M embeddings.
+graph if none remain). With ``band=None`` this is NT-Xent on the 2M embeddings.
 
 ``form="official"`` reproduces the authors' ``Our_xent_loss`` (``Loss/loss.py`` of
 anonymouspersoncscv/MTTV):
@@ -35,7 +35,7 @@ term for ``s_ii = 1``) is subtracted even when the mask already removed the self
 is always the case for ``high < 1`` (``|s_ii| = 1 > high``). The self term is then taken out
 twice, so each denominator is short by ``exp(1/t)`` and can become small, zero or negative
 (garbage ratios, a NaN loss) when few entries survive the filter, e.g. with small batches. With
-``mode="none"`` the subtraction stands in for removing ``a = i`` and is exact only if ``s_ii`` is
+``band=None`` the subtraction stands in for removing ``a = i`` and is exact only if ``s_ii`` is
 exactly 1, so at small ``t`` in low precision it is a catastrophic cancellation. The ratio is
 computed in the equivalent scaled form ``exp((s - 1)/t) / (sum exp((s - 1)/t) - 1)`` to avoid
 overflow at small ``t``.
@@ -61,13 +61,13 @@ the normalised ones, as Wang & Isola define them.
 from __future__ import annotations
 
 import math
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from ._common import check_temperature, masked_logsumexp
-from .band_filter import keep_mask, validate_band
+from .band_filter import BandFilter
 from .distributed import (
     all_reduce_no_grad,
     gather_no_grad,
@@ -77,15 +77,15 @@ from .distributed import (
 )
 
 MTTV_FORMS = ("principled", "official")
+#: the authors' CIFAR band, [0.1, 0.9]
+OFFICIAL_BAND = BandFilter(0.1, 0.9)
 
 
 def mttv_infonce(
     z_online: torch.Tensor,
     z_target: torch.Tensor,
     temperature: float = 0.3,
-    low: float = 0.1,
-    high: float = 0.9,
-    mode: str = "band",
+    band: Optional[BandFilter] = OFFICIAL_BAND,
     form: str = "principled",
 ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
     """Filtered InfoNCE of MTTV (formulas in the module docstring).
@@ -94,7 +94,8 @@ def mttv_infonce(
         z_online: ``(M, d)`` fused online embeddings (carry the gradient).
         z_target: ``(M, d)`` fused momentum embeddings; positive of the same row (detached).
         temperature: ``t`` (official: 0.3).
-        low, high, mode: the extreme-feature filter (``mode``: band | low_only | none).
+        band: the extreme-feature filter (official: ``BandFilter(0.1, 0.9)``); None keeps
+            every similarity.
         form: ``principled`` (default) or ``official`` (faithful reproduction).
 
     Returns:
@@ -102,7 +103,6 @@ def mttv_infonce(
         uniformity``.
     """
     t = check_temperature(temperature)
-    validate_band(low, high, mode)
     if form not in MTTV_FORMS:
         raise ValueError(f"mttv_infonce: form must be one of {', '.join(MTTV_FORMS)}; got {form!r}")
     if z_online.dim() != 2 or z_online.shape != z_target.shape:
@@ -129,7 +129,7 @@ def mttv_infonce(
     self_mask = torch.zeros_like(sim, dtype=torch.bool)
     self_mask[rows, self_col] = True
 
-    keep = keep_mask(sim, low, high, mode)
+    keep = torch.ones_like(sim, dtype=torch.bool) if band is None else band.keep(sim)
     pos_kept = keep[rows, pos_col]
     pos_sim = sim[rows, pos_col]
 

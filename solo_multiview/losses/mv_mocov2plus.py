@@ -23,7 +23,7 @@ gradient) into ``queue[j]`` at a shared pointer, replacing the oldest columns, s
 ``queue[j]`` only ever holds keys of view ``j``: the query of view ``i`` is contrasted with the
 keys of view ``j`` of the current step (positive) and of earlier steps (negatives).
 
-Band filter (``band=(low, high, mode)``, :mod:`.band_filter`): negatives outside the band are
+Band filter (``band``, a :class:`.band_filter.BandFilter`): negatives outside the band are
 removed from the denominator; if the positive is outside the band the term ``(i, j, b)`` is
 dropped; the loss is the mean over the remaining ``(i, j, b)`` terms (pooled over pairs; equal to
 the formula above when nothing is dropped) and a zero that keeps the graph if none remain.
@@ -40,13 +40,13 @@ Stats (detached): ``filtered_fraction`` (removed logits / all logits, positives 
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from ._common import Views, check_temperature, masked_logsumexp, stack_views
-from .band_filter import keep_mask
+from .band_filter import BandFilter
 from .distributed import all_reduce_no_grad, rank_and_world
 
 
@@ -55,7 +55,7 @@ def mv_mocov2plus_loss(
     k: Views,
     queue: torch.Tensor,
     temperature: float = 0.1,
-    band: Optional[Sequence] = None,
+    band: Optional[BandFilter] = None,
 ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
     """K-view MoCo v2+ InfoNCE with per-view queues (module docstring).
 
@@ -64,7 +64,7 @@ def mv_mocov2plus_loss(
         k: keys of the K views (momentum encoder), same shape as ``q``.
         queue: ``(K, d, Q)`` past keys, ``queue[j]`` from view ``j``.
         temperature: ``t`` (> 0).
-        band: optional ``(low, high, mode)`` extreme-feature filter.
+        band: optional extreme-feature filter (:class:`.band_filter.BandFilter`).
 
     Returns:
         ``(loss, stats)``.
@@ -97,7 +97,7 @@ def mv_mocov2plus_loss(
         pos = (q[others] * k[j].unsqueeze(0)).sum(dim=-1).reshape(-1, 1)
         neg = qi @ queue[j]  # ((K-1) B, Q)
         sim = torch.cat([pos, neg], dim=1)
-        keep = torch.ones_like(sim, dtype=torch.bool) if band is None else keep_mask(sim, *band)
+        keep = torch.ones_like(sim, dtype=torch.bool) if band is None else band.keep(sim)
         logits = sim / t
         per_term = masked_logsumexp(logits, keep) - logits[:, 0]
         contrib = keep[:, 0].to(per_term.dtype)

@@ -18,7 +18,7 @@ independent of K (each term is a log-probability); at K = 2 it is NT-Xent exactl
 ``L_out`` form chosen here is the one Khosla et al. found better behaved, and the usual definition
 of multi-positive InfoNCE.)
 
-Band filter (``band=(low, high, mode)``, see :mod:`.band_filter`): let ``keep_ia`` be the filter's
+Band filter (``band``, a :class:`.band_filter.BandFilter`): let ``keep_ia`` be the filter's
 mask on ``s_ia``. Entries with ``keep_ia = 0`` are removed from every softmax sum; a positive that
 is removed also loses its numerator term, so ``P(i)`` shrinks to the kept positives and the
 denominator runs over ``{a != i : keep_ia}``. An anchor left with no positive does not contribute;
@@ -33,13 +33,13 @@ batch, with the filter on as well (where ranks keep different numbers of anchors
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from ._common import check_temperature, masked_logsumexp
-from .band_filter import keep_mask
+from .band_filter import BandFilter
 from .distributed import (
     gather_no_grad,
     gather_with_grad,
@@ -52,7 +52,7 @@ def mv_nt_xent(
     z: torch.Tensor,
     indexes: torch.Tensor,
     temperature: float = 0.1,
-    band: Optional[Sequence] = None,
+    band: Optional[BandFilter] = None,
 ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
     """Multi-positive NT-Xent over all crops (formula in the module docstring).
 
@@ -60,7 +60,8 @@ def mv_nt_xent(
         z: ``(n, d)`` projections of all crops of the local batch (crop-major).
         indexes: ``(n,)`` image identity of each row (rows with equal identity are positives).
         temperature: softmax temperature ``t`` (> 0).
-        band: optional ``(low, high, mode)`` extreme-feature filter; ``None`` disables it.
+        band: optional extreme-feature filter (:class:`.band_filter.BandFilter`); ``None``
+            disables it.
 
     Returns:
         ``(loss, stats)``; ``stats`` holds detached scalars: ``filtered_fraction`` (removed
@@ -89,7 +90,7 @@ def mv_nt_xent(
 
     valid = ~self_mask
     if band is not None:
-        valid &= keep_mask(sim, *band)
+        valid &= band.keep(sim)
     pos = (indexes.view(-1, 1) == all_idx.view(1, -1)) & ~self_mask
     pos_kept = pos & valid
 

@@ -11,15 +11,23 @@ from __future__ import annotations
 from typing import Any, Dict
 
 import omegaconf
+from omegaconf import OmegaConf
 
+from solo_multiview.data.views import ViewSpec
 from solo_multiview.hosts import compose, resolve_host_name
+from solo_multiview.methods.emp_ssl import EMPSSL
+from solo_multiview.methods.fastsiam import FastSiam
+from solo_multiview.methods.mmcr import MMCR
 from solo_multiview.methods.mttv import MTTV
 from solo_multiview.methods.mv_barlow_twins import MVBarlowTwins
 from solo_multiview.methods.mv_byol import MVBYOL
+from solo_multiview.methods.mv_dhel import MVDHEL
+from solo_multiview.methods.mv_infonce import MVInfoNCE
 from solo_multiview.methods.mv_mocov2plus import MVMoCoV2Plus
 from solo_multiview.methods.mv_simclr import MVSimCLR
 from solo_multiview.methods.mv_simsiam import MVSimSiam
 from solo_multiview.methods.mv_vicreg import MVVICReg
+from solo_multiview.methods.polyview import PolyView
 
 METHODS: Dict[str, type] = {
     "mttv": MTTV,
@@ -29,6 +37,12 @@ METHODS: Dict[str, type] = {
     "mv_barlow_twins": MVBarlowTwins,
     "mv_vicreg": MVVICReg,
     "mv_mocov2plus": MVMoCoV2Plus,
+    "fastsiam": FastSiam,
+    "polyview": PolyView,
+    "mv_infonce": MVInfoNCE,
+    "mv_dhel": MVDHEL,
+    "mmcr": MMCR,
+    "emp_ssl": EMPSSL,
 }
 
 
@@ -43,8 +57,18 @@ def method_class(name: str, host: str = "auto") -> type:
 
 
 def build_method(cfg: omegaconf.DictConfig) -> Any:
-    """Instantiates ``cfg.method`` on ``cfg.host`` (default ``auto``)."""
-    return method_class(cfg.method, cfg.get("host", "auto"))(cfg)
+    """Instantiates ``cfg.method`` (a parsed config) on ``cfg.host``. solo-learn's base class
+    writes its defaults into the config it gets (values the parser has already set), so the
+    solo host gets a writable copy; the built-in host reads the parsed config as it is."""
+    host = resolve_host_name(cfg.get("host", "auto"))
+    if host == "solo":
+        cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    return method_class(cfg.method, host)(cfg)
+
+
+def view_spec(cfg: omegaconf.DictConfig) -> ViewSpec:
+    """The views the config's method trains on (``data/views.py``)."""
+    return METHODS[cfg.method].views(cfg)
 
 
 def register_with_solo() -> None:

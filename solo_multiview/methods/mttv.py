@@ -2,33 +2,55 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
 
 import omegaconf
 import torch
 
-from solo_multiview.config.common import check_choice, select
+from solo_multiview.config.schema import ConfigError, section, setting
+from solo_multiview.data.views import PARTNERS, ROLES, ViewKwargs, ViewSpec
 from solo_multiview.hosts.contract import BaseMomentumMethod
+from solo_multiview.hosts.keys import MomentumConfig
 from solo_multiview.losses.mttv import MTTV_FORMS, mttv_infonce
 from solo_multiview.methods.heads import mlp
-from solo_multiview.methods.options import (
-    add_filter_defaults,
-    number_above,
-    positive_int,
-    require,
-    require_positive_ints,
-)
+from solo_multiview.methods.options import EnabledFilterKwargs, band_filter
 from solo_multiview.methods.projection import MomentumProjectorOutputs
 
 FUSIONS = ("sum", "concat")
-PARTNERS = ("image", "none")
-VIEWS = ("normalized_augmented", "augmented_augmented")
+
+
+@dataclass
+class MTTVKwargs(ViewKwargs):
+    num_views: int = setting(1, "K: partner images per anchor (the paper's default is 1)",
+                             minimum=1)
+    proj_hidden_dim: Optional[int] = setting(None, "projector hidden width (null: the "
+                                             "backbone's d)", minimum=1)
+    proj_output_dim: Optional[int] = setting(None, "projector output width (null: d // 4)",
+                                             minimum=1)
+    temperature: float = setting(0.3, "softmax temperature", above=0)
+    fusion: str = setting("sum", "how the two views of a pair are fused", choices=FUSIONS)
+    partner: str = setting("image", "a random partner image, or none (y = x: SimCLR with an "
+                           "EMA target)", choices=PARTNERS)
+    views: str = setting("normalized_augmented", "roles of the four views of a pair",
+                         choices=ROLES)
+    form: str = setting("principled", "the loss: principled, or the authors' (official)",
+                        choices=MTTV_FORMS)
+    filter: EnabledFilterKwargs = section(EnabledFilterKwargs, "the band filter (on)")
+
+
+@dataclass
+class MTTVMomentum(MomentumConfig):
+    base_tau: float = setting(0.9, "EMA momentum m (constant when final_tau equals it)",
+                              minimum=0, maximum=1)
+    final_tau: float = setting("${.base_tau}", "EMA momentum at the end (default: base_tau)",
+                               minimum=0, maximum=1)
 
 
 class MTTV(MomentumProjectorOutputs, BaseMomentumMethod):
     """More Than Two Views (MIMV): fuse an image with a random partner image, contrast the fusion.
 
-    For each anchor x, K = ``num_pairs`` partners y are drawn uniformly from the (long-tailed)
+    For each anchor x, K = ``num_views`` partners y are drawn uniformly from the (long-tailed)
     training set (``data/pairing.py``). Per pair, x_n, y_n are normalised only and x_a, y_a
     strongly augmented; with f the backbone, g the 3-layer BN projector (d -> d -> d/4, no
     predictor) and f', g' their EMA copies (target = m * target + (1 - m) * online, constant
@@ -47,38 +69,23 @@ class MTTV(MomentumProjectorOutputs, BaseMomentumMethod):
     normalises them with their own statistics. The online classifier is trained on the anchors'
     normalised views x_n (their labels are the batch targets).
 
-    Extra cfg settings:
-        method_kwargs:
-            num_pairs (int): K, partners per anchor (default 1, as in the paper).
-            proj_hidden_dim (int): projector hidden width (default: the backbone's d).
-            proj_output_dim (int): projector output width (default: d // 4).
-            temperature (float): softmax temperature (default 0.3).
-            fusion (str): ``sum`` | ``concat``.
-            partner (str): ``image`` (a random partner) | ``none`` (y = x: one image, i.e.
-                SimCLR with an EMA target).
-            views (str): ``normalized_augmented`` (x_n, y_n normalised only) |
-                ``augmented_augmented`` (all four views strongly augmented).
-            form (str): ``principled`` | ``official`` (see ``losses/mttv.py``).
-            filter: the band filter, enabled by default (``low`` 0.1, ``high`` 0.9, ``mode``
-                ``band`` | ``low_only``); ``enabled: false`` keeps every similarity.
-        momentum:
-            base_tau / final_tau (float): EMA momentum m, constant 0.9 when equal (default).
+    Keys: :class:`MTTVKwargs` (``method_kwargs``), :class:`MTTVMomentum` (``momentum``).
     """
 
-    data_pipeline = "mttv_pairs"
+    Kwargs = MTTVKwargs
+    Momentum = MTTVMomentum
+    accepts_small_crops = False
+    min_views = 1
+    preset_views = ()  # mttv's presets are files: their batch sizes differ with K
 
     def __init__(self, cfg: omegaconf.DictConfig):
         super().__init__(cfg)
         kwargs = cfg.method_kwargs
-        self.num_pairs: int = kwargs.num_pairs
+        self.num_pairs: int = kwargs.num_views
         self.temperature: float = kwargs.temperature
         self.fusion: str = kwargs.fusion
         self.form: str = kwargs.form
-        band = kwargs.filter
-        self.band: Tuple[float, float, str] = (
-            (float(band.low), float(band.high), str(band.mode)) if band.enabled
-            else (float(band.low), float(band.high), "none")
-        )
+        self.band = band_filter(kwargs.filter)
         hidden = kwargs.proj_hidden_dim or self.features_dim
         output = kwargs.proj_output_dim or self.features_dim // 4
         self.projector = mlp(self.features_dim, hidden, output, num_layers=3,
@@ -90,36 +97,22 @@ class MTTV(MomentumProjectorOutputs, BaseMomentumMethod):
             param.requires_grad = False
 
     @classmethod
-    def add_and_assert_specific_cfg(cls, cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
-        cfg.momentum = select(cfg, "momentum", {})
-        cfg.momentum.base_tau = select(cfg, "momentum.base_tau", 0.9)
-        cfg.momentum.final_tau = select(cfg, "momentum.final_tau", cfg.momentum.base_tau)
-        cfg = super().add_and_assert_specific_cfg(cfg)
+    def views(cls, cfg: Any) -> ViewSpec:
         kwargs = cfg.method_kwargs
-        kwargs.num_pairs = select(cfg, "method_kwargs.num_pairs", 1)
-        kwargs.temperature = select(cfg, "method_kwargs.temperature", 0.3)
-        kwargs.proj_hidden_dim = select(cfg, "method_kwargs.proj_hidden_dim", None)
-        kwargs.proj_output_dim = select(cfg, "method_kwargs.proj_output_dim", None)
-        kwargs.fusion = select(cfg, "method_kwargs.fusion", "sum")
-        kwargs.partner = select(cfg, "method_kwargs.partner", "image")
-        kwargs.views = select(cfg, "method_kwargs.views", "normalized_augmented")
-        kwargs.form = select(cfg, "method_kwargs.form", "principled")
-        require(cfg, "method_kwargs.num_pairs", positive_int, "an int >= 1 (K partners per anchor)")
-        require(cfg, "method_kwargs.temperature", number_above(0.0), "a number > 0")
-        require_positive_ints(cfg, *(key for key in ("proj_hidden_dim", "proj_output_dim")
-                                     if kwargs[key] is not None))
-        check_choice(cfg, "method_kwargs.fusion", FUSIONS)
-        check_choice(cfg, "method_kwargs.partner", PARTNERS)
-        check_choice(cfg, "method_kwargs.views", VIEWS)
-        check_choice(cfg, "method_kwargs.form", MTTV_FORMS)
-        augmentations = select(cfg, "augmentations")
-        if len(augmentations) != 1 or augmentations[0].num_crops != 1:
-            raise ValueError(
-                "augmentations: mttv takes exactly one augmentation entry with num_crops: 1 (its "
-                "strong augmentation); it makes 4 * method_kwargs.num_pairs views per image "
-                "itself (x_n, y_a, x_a, y_n per pair)"
+        return ViewSpec(num_views=int(kwargs.num_views), scheme="pairs", partner=kwargs.partner,
+                        roles=kwargs.views)
+
+    @classmethod
+    def check_cfg(cls, cfg: Any) -> None:
+        """One augmentation entry (the strong augmentation) with num_crops = K: each of the K
+        pairs takes one augmented view of the anchor and of its partner."""
+        if len(cfg.augmentations) != 1:
+            raise ConfigError(
+                f"augmentations: mttv takes exactly one augmentation entry (its strong "
+                f"augmentation), got {len(cfg.augmentations)}; it makes 4 * "
+                "method_kwargs.num_views views per image itself (x_n, y_a, x_a, y_n per pair)"
             )
-        return add_filter_defaults(cfg, enabled=True)
+        super().check_cfg(cfg)
 
     def fuse(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return a + b if self.fusion == "sum" else torch.cat([a, b], dim=1)
@@ -131,7 +124,7 @@ class MTTV(MomentumProjectorOutputs, BaseMomentumMethod):
         _, crops, targets = batch
         K = self.num_pairs
         if len(crops) != 4 * K:
-            raise ValueError(f"mttv expects 4 * num_pairs = {4 * K} crops per image (x_n, y_a, "
+            raise ValueError(f"mttv expects 4 * num_views = {4 * K} crops per image (x_n, y_a, "
                              f"x_a, y_n per pair), got {len(crops)}")
         x_n, y_a, x_a, y_n = (torch.cat(crops[i * K:(i + 1) * K]) for i in range(4))
         anchor_targets = targets.repeat(K)
@@ -143,9 +136,8 @@ class MTTV(MomentumProjectorOutputs, BaseMomentumMethod):
         z_online = self.fuse(anchor["z"], partner["z"])
         z_target = self.fuse(target_x["z"], target_y["z"])
 
-        low, high, mode = self.band
-        loss, stats = mttv_infonce(z_online, z_target, self.temperature, low=low, high=high,
-                                   mode=mode, form=self.form)
+        loss, stats = mttv_infonce(z_online, z_target, self.temperature, band=self.band,
+                                   form=self.form)
         self.log_dict(
             {"train_mttv_loss": loss, **{f"train_{name}": value for name, value in stats.items()}},
             on_epoch=True,

@@ -2,23 +2,38 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Dict, Sequence, Tuple
 
 import omegaconf
 import torch
 
-from solo_multiview.config.common import select
+from solo_multiview.config.schema import setting
+from solo_multiview.data.views import ViewKwargs
 from solo_multiview.hosts.contract import BaseMethod
 from solo_multiview.losses.mv_barlow_twins import mv_barlow_twins_loss
 from solo_multiview.methods.heads import mlp
-from solo_multiview.methods.options import (
-    check_num_large_crops,
-    number_above,
-    refuse_small_crops,
-    require,
-    require_positive_ints,
-)
 from solo_multiview.methods.projection import ProjectorOutputs
+
+
+@dataclass
+class MVBarlowTwinsKwargs(ViewKwargs):
+    proj_hidden_dim: int = setting(help="hidden width of the projector", minimum=1)
+    proj_output_dim: int = setting(help="output width of the projector", minimum=1)
+    lamb: float = setting(0.0051, "weight of the off-diagonal (redundancy) term", minimum=0)
+    scale_loss: float = setting(0.024, "overall scale of the loss", above=0)
+
+
+def barlow_two_view(method: Any, out: Dict[str, Any], batch: Sequence[Any]) -> torch.Tensor:
+    """solo-learn's two-view Barlow Twins (BatchNorm-standardised views, cross-correlation C):
+    s * (sum_d (1 - C_dd)^2 + lamb * sum_{d != e} C_de^2), the declared K = 2 reference."""
+    z1, z2 = out["z"][:2]
+    n, d = z1.shape
+    bn = torch.nn.functional.batch_norm
+    c = bn(z1, None, None, training=True).T @ bn(z2, None, None, training=True) / n
+    on_diag = (torch.diagonal(c) - 1).pow(2).sum()
+    off_diag = (c - torch.diag(torch.diagonal(c))).pow(2).sum()
+    return method.scale_loss * (on_diag + method.lamb * off_diag)
 
 
 class MVBarlowTwins(ProjectorOutputs, BaseMethod):
@@ -35,13 +50,13 @@ class MVBarlowTwins(ProjectorOutputs, BaseMethod):
     through the backbone in one call. Large crops only: the cross-correlation of a small crop
     with a large one is not part of the method, so small crops are refused at config time.
 
-    Extra cfg settings:
-        method_kwargs:
-            proj_hidden_dim (int): hidden width of the 3-layer projector.
-            proj_output_dim (int): output width D of the projector.
-            lamb (float): weight of the off-diagonal terms, >= 0 (default 0.0051).
-            scale_loss (float): overall scale s > 0 (default 0.024).
+    Keys: :class:`MVBarlowTwinsKwargs` (``method_kwargs``).
     """
+
+    loss_name = "barlow"
+    two_view_reference = barlow_two_view
+    Kwargs = MVBarlowTwinsKwargs
+    accepts_small_crops = False
 
     def __init__(self, cfg: omegaconf.DictConfig):
         super().__init__(cfg)
@@ -52,22 +67,6 @@ class MVBarlowTwins(ProjectorOutputs, BaseMethod):
         self.projector = mlp(self.features_dim, kwargs.proj_hidden_dim, kwargs.proj_output_dim,
                              num_layers=3, batch_norm=True)
 
-    @classmethod
-    def add_and_assert_specific_cfg(cls, cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
-        cfg = super().add_and_assert_specific_cfg(cfg)
-        require_positive_ints(cfg, "proj_hidden_dim", "proj_output_dim")
-        cfg.method_kwargs.lamb = select(cfg, "method_kwargs.lamb", 0.0051)
-        cfg.method_kwargs.scale_loss = select(cfg, "method_kwargs.scale_loss", 0.024)
-        require(cfg, "method_kwargs.lamb", number_above(0.0, strict=False),
-                "a number >= 0")
-        require(cfg, "method_kwargs.scale_loss", number_above(0.0),
-                "a number > 0")
-        check_num_large_crops(cfg, "mv_barlow_twins")
-        refuse_small_crops(cfg, "mv_barlow_twins")
-        return cfg
-
-    def training_step(self, batch: Sequence[Any], batch_idx: int) -> torch.Tensor:
-        out = super().training_step(batch, batch_idx)
-        barlow_loss = mv_barlow_twins_loss(out["z"], lamb=self.lamb, scale_loss=self.scale_loss)
-        self.log("train_barlow_loss", barlow_loss, on_epoch=True, sync_dist=True)
-        return barlow_loss + out["loss"]
+    def kview_loss(self, out: Dict[str, Any], batch: Sequence[Any]
+                   ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        return mv_barlow_twins_loss(out["z"], lamb=self.lamb, scale_loss=self.scale_loss), {}

@@ -3,20 +3,36 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Dict, Sequence, Tuple
 
 import omegaconf
 import torch
 import torch.nn.functional as F
 
+from solo_multiview.config.schema import setting
+from solo_multiview.data.views import ViewKwargs
 from solo_multiview.hosts.contract import BaseMomentumMethod
 from solo_multiview.losses.mv_byol import mv_byol_loss
 from solo_multiview.methods.heads import mlp
-from solo_multiview.methods.options import (
-    check_num_large_crops,
-    require_positive_ints,
-)
 from solo_multiview.methods.projection import MomentumProjectorOutputs
+
+
+@dataclass
+class MVBYOLKwargs(ViewKwargs):
+    proj_hidden_dim: int = setting(help="hidden width of the projector", minimum=1)
+    proj_output_dim: int = setting(help="output width of the projector (and the predictor)",
+                                   minimum=1)
+    pred_hidden_dim: int = setting(help="hidden width of the predictor", minimum=1)
+
+
+def byol_two_view(method: Any, out: Dict[str, Any], batch: Sequence[Any]) -> torch.Tensor:
+    """solo-learn's two-view BYOL, l(p_1, z'_2) + l(p_2, z'_1) with l = 2 - 2 cos: the declared
+    K = 2 reference."""
+    p1, p2 = out["p"][:2]
+    m1, m2 = (z.detach() for z in out["momentum_z"][:2])
+    return (2 - 2 * F.cosine_similarity(p1, m2).mean()
+            + 2 - 2 * F.cosine_similarity(p2, m1).mean())
 
 
 class MVBYOL(MomentumProjectorOutputs, BaseMomentumMethod):
@@ -39,14 +55,12 @@ class MVBYOL(MomentumProjectorOutputs, BaseMomentumMethod):
     after every optimizer step, tau on the cosine schedule ``momentum.base_tau`` ->
     ``momentum.final_tau``.
 
-    Extra cfg settings:
-        method_kwargs:
-            proj_hidden_dim (int): hidden width of the projector.
-            proj_output_dim (int): output width of the projector (and of the predictor).
-            pred_hidden_dim (int): hidden width of the predictor.
-        momentum:
-            base_tau, final_tau (float): EMA coefficient schedule (host defaults 0.99 -> 1.0).
+    Keys: :class:`MVBYOLKwargs` (``method_kwargs``).
     """
+
+    loss_name = "byol"
+    two_view_reference = byol_two_view
+    Kwargs = MVBYOLKwargs
 
     def __init__(self, cfg: omegaconf.DictConfig):
         super().__init__(cfg)
@@ -66,25 +80,13 @@ class MVBYOL(MomentumProjectorOutputs, BaseMomentumMethod):
         self.predictor = mlp(proj_output_dim, pred_hidden_dim, proj_output_dim,
                              num_layers=2, batch_norm=True)
 
-    @classmethod
-    def add_and_assert_specific_cfg(cls, cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
-        cfg = super().add_and_assert_specific_cfg(cfg)
-        require_positive_ints(cfg, "proj_hidden_dim", "proj_output_dim", "pred_hidden_dim")
-        check_num_large_crops(cfg, "mv_byol")
-        return cfg
-
-    def training_step(self, batch: Sequence[Any], batch_idx: int) -> torch.Tensor:
-        out = super().training_step(batch, batch_idx)
+    def kview_loss(self, out: Dict[str, Any], batch: Sequence[Any]
+                   ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         # predictions of all K + S crops, momentum targets of the K large crops
         byol_loss = mv_byol_loss(out["p"], out["momentum_z"])
-
         with torch.no_grad():  # collapse monitor: per-dimension std of the unit projections
             z = torch.stack(out["z"][: self.num_large_crops])
             z_std = F.normalize(z, dim=-1).std(dim=1).mean()
-
         # train_neg_cos_sim is solo-learn's name for the same value
-        self.log_dict(
-            {"train_byol_loss": byol_loss, "train_neg_cos_sim": byol_loss, "train_z_std": z_std},
-            on_epoch=True, sync_dist=True,
-        )
-        return byol_loss + out["loss"]
+        return byol_loss, {"neg_cos_sim": byol_loss, "z_std": z_std}
+

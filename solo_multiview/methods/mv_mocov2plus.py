@@ -3,28 +3,46 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Dict, Sequence, Tuple
 
 import omegaconf
 import torch
 import torch.nn.functional as F
 
-from solo_multiview.config.common import select
+from solo_multiview.config.schema import ConfigError, section, setting
+from solo_multiview.data.views import ViewKwargs
 from solo_multiview.hosts.contract import BaseMomentumMethod
 from solo_multiview.losses.distributed import gather_no_grad
 from solo_multiview.losses.mv_mocov2plus import mv_mocov2plus_loss
 from solo_multiview.methods.heads import mlp
-from solo_multiview.methods.options import (
-    add_filter_defaults,
-    check_num_large_crops,
-    filter_band,
-    number_above,
-    positive_int,
-    refuse_small_crops,
-    require,
-    require_positive_ints,
-)
+from solo_multiview.methods.options import FilterKwargs, band_filter
 from solo_multiview.methods.projection import MomentumProjectorOutputs
+
+
+@dataclass
+class MVMoCoV2PlusKwargs(ViewKwargs):
+    proj_hidden_dim: int = setting(help="hidden width of the projector", minimum=1)
+    proj_output_dim: int = setting(help="output width of the projector", minimum=1)
+    temperature: float = setting(help="softmax temperature t", above=0)
+    queue_size: int = setting(65536, "keys per view queue (>= optimizer.batch_size)", minimum=1)
+    filter: FilterKwargs = section(FilterKwargs, "the extreme-feature band filter (off)")
+
+
+def moco_two_view(method: Any, out: Dict[str, Any], batch: Sequence[Any]) -> torch.Tensor:
+    """solo-learn's two-view MoCo v2+: (InfoNCE(q_1, k_2, Q_2) + InfoNCE(q_2, k_1, Q_1)) / 2, each
+    a (1 + |Q|)-way classification with the positive first; the declared K = 2 reference (no
+    filter, read before the step enqueues its keys)."""
+    q1, q2 = (torch.nn.functional.normalize(q, dim=-1) for q in out["z"][:2])
+    k1, k2 = (torch.nn.functional.normalize(k.detach(), dim=-1) for k in out["momentum_z"][:2])
+    queue = method.queue.clone().detach()
+
+    def info_nce(q: torch.Tensor, k: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        logits = torch.cat([(q * k).sum(dim=1, keepdim=True), q @ keys], dim=1)
+        target = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+        return torch.nn.functional.cross_entropy(logits / method.temperature, target)
+
+    return (info_nce(q1, k2, queue[1]) + info_nce(q2, k1, queue[0])) / 2
 
 
 class MVMoCoV2Plus(MomentumProjectorOutputs, BaseMomentumMethod):
@@ -53,16 +71,13 @@ class MVMoCoV2Plus(MomentumProjectorOutputs, BaseMomentumMethod):
     the band leave the softmax sums; a term whose positive is outside the band is dropped; the
     removed fraction is logged as ``train_filtered_fraction``.
 
-    Extra cfg settings:
-        method_kwargs:
-            proj_hidden_dim (int): hidden width of the projector (Linear-ReLU-Linear).
-            proj_output_dim (int): output width d of the projector (and of the queued keys).
-            temperature (float): softmax temperature t > 0.
-            queue_size (int): keys per view queue, >= the global batch (default 65536).
-            filter: the extreme-feature band filter (``methods/options.py``), off by default.
-        momentum:
-            base_tau, final_tau (float): EMA coefficient schedule (host defaults 0.99 -> 1.0).
+    Keys: :class:`MVMoCoV2PlusKwargs` (``method_kwargs``).
     """
+
+    loss_name = "nce"
+    two_view_reference = moco_two_view
+    Kwargs = MVMoCoV2PlusKwargs
+    accepts_small_crops = False
 
     normalize_projection = True
 
@@ -71,7 +86,7 @@ class MVMoCoV2Plus(MomentumProjectorOutputs, BaseMomentumMethod):
         kwargs = cfg.method_kwargs
         self.temperature: float = kwargs.temperature
         self.queue_size: int = kwargs.queue_size
-        self.band = filter_band(cfg)
+        self.band = band_filter(kwargs.filter)
         proj_output_dim: int = kwargs.proj_output_dim
 
         self.projector = mlp(self.features_dim, kwargs.proj_hidden_dim, proj_output_dim,
@@ -85,18 +100,12 @@ class MVMoCoV2Plus(MomentumProjectorOutputs, BaseMomentumMethod):
         self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
 
     @classmethod
-    def add_and_assert_specific_cfg(cls, cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
-        cfg = super().add_and_assert_specific_cfg(cfg)
-        require_positive_ints(cfg, "proj_hidden_dim", "proj_output_dim")
-        require(cfg, "method_kwargs.temperature", number_above(0.0), "a number > 0")
-        cfg.method_kwargs.queue_size = select(cfg, "method_kwargs.queue_size", 65536)
-        batch_size = select(cfg, "optimizer.batch_size", 1)
-        require(cfg, "method_kwargs.queue_size",
-                lambda v: positive_int(v) and v >= batch_size,
-                f"an int >= optimizer.batch_size ({batch_size}): each step enqueues a batch")
-        check_num_large_crops(cfg, "mv_mocov2plus")
-        refuse_small_crops(cfg, "mv_mocov2plus")
-        return add_filter_defaults(cfg)
+    def check_cfg(cls, cfg: Any) -> None:
+        super().check_cfg(cfg)
+        size, batch = cfg.method_kwargs.queue_size, cfg.optimizer.batch_size
+        if size < batch:
+            raise ConfigError(f"method_kwargs.queue_size: got {size}; expected an int >= "
+                              f"optimizer.batch_size ({batch}): each step enqueues a batch")
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:
@@ -114,16 +123,11 @@ class MVMoCoV2Plus(MomentumProjectorOutputs, BaseMomentumMethod):
         self.queue.index_copy_(2, columns, keys.transpose(1, 2))
         self.queue_ptr.copy_((self.queue_ptr + num_keys) % self.queue_size)
 
-    def training_step(self, batch: Sequence[Any], batch_idx: int) -> torch.Tensor:
-        out = super().training_step(batch, batch_idx)
+    def kview_loss(self, out: Dict[str, Any], batch: Sequence[Any]
+                   ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         queries, keys = out["z"], out["momentum_z"]
         # the loss reads a normalised copy of the queue, so updating it in place afterwards is safe
-        nce_loss, stats = mv_mocov2plus_loss(queries, keys, self.queue, self.temperature,
-                                             band=self.band)
+        loss, stats = mv_mocov2plus_loss(queries, keys, self.queue, self.temperature,
+                                         band=self.band)
         self.enqueue(torch.stack([gather_no_grad(key) for key in keys]))
-
-        self.log("train_nce_loss", nce_loss, on_epoch=True, sync_dist=True)
-        if self.band is not None:
-            self.log("train_filtered_fraction", stats["filtered_fraction"], on_epoch=True,
-                     sync_dist=True)
-        return nce_loss + out["loss"]
+        return loss, ({"filtered_fraction": stats["filtered_fraction"]} if self.band else {})

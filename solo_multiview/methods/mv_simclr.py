@@ -2,23 +2,38 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Dict, Sequence, Tuple
 
 import omegaconf
 import torch
+import torch.nn.functional as F
 
+from solo_multiview.config.schema import section, setting
+from solo_multiview.data.views import ViewKwargs
 from solo_multiview.hosts.contract import BaseMethod
 from solo_multiview.losses.mv_simclr import mv_nt_xent
 from solo_multiview.methods.heads import mlp
-from solo_multiview.methods.options import (
-    add_filter_defaults,
-    check_num_large_crops,
-    filter_band,
-    number_above,
-    require,
-    require_positive_ints,
-)
+from solo_multiview.methods.options import FilterKwargs, band_filter
 from solo_multiview.methods.projection import ProjectorOutputs
+
+
+@dataclass
+class MVSimCLRKwargs(ViewKwargs):
+    proj_hidden_dim: int = setting(help="hidden width of the projector", minimum=1)
+    proj_output_dim: int = setting(help="output width of the projector", minimum=1)
+    temperature: float = setting(help="softmax temperature t", above=0)
+    filter: FilterKwargs = section(FilterKwargs, "the extreme-feature band filter (off)")
+
+
+def nt_xent_two_view(method: Any, out: Dict[str, Any], batch: Sequence[Any]) -> torch.Tensor:
+    """NT-Xent (SimCLR) of two views written as a 2B-way classification: the declared K = 2
+    reference (no filter, one process)."""
+    z = F.normalize(torch.cat(out["z"][:2]), dim=-1)
+    n = z.shape[0] // 2
+    logits = (z @ z.T / method.temperature).fill_diagonal_(float("-inf"))
+    target = (torch.arange(2 * n, device=z.device) + n) % (2 * n)
+    return F.cross_entropy(logits, target)
 
 
 class MVSimCLR(ProjectorOutputs, BaseMethod):
@@ -33,38 +48,25 @@ class MVSimCLR(ProjectorOutputs, BaseMethod):
     averaged over all crops (SupCon's L_out form); exactly NT-Xent at K = 2 and its scale does
     not grow with K. All K large crops go through the backbone in one call.
 
-    Extra cfg settings:
-        method_kwargs:
-            proj_hidden_dim (int): hidden width of the projector.
-            proj_output_dim (int): output width of the projector.
-            temperature (float): softmax temperature t > 0.
-            filter: the extreme-feature band filter (``methods/options.py``), off by default.
+    Keys: :class:`MVSimCLRKwargs` (``method_kwargs``).
     """
+
+    loss_name = "nce"
+    two_view_reference = nt_xent_two_view
+    Kwargs = MVSimCLRKwargs
 
     def __init__(self, cfg: omegaconf.DictConfig):
         super().__init__(cfg)
         kwargs = cfg.method_kwargs
         self.temperature: float = kwargs.temperature
-        self.band = filter_band(cfg)
+        self.band = band_filter(kwargs.filter)
         self.projector = mlp(self.features_dim, kwargs.proj_hidden_dim, kwargs.proj_output_dim,
                              num_layers=2, batch_norm=False)
 
-    @classmethod
-    def add_and_assert_specific_cfg(cls, cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
-        cfg = super().add_and_assert_specific_cfg(cfg)
-        require_positive_ints(cfg, "proj_hidden_dim", "proj_output_dim")
-        require(cfg, "method_kwargs.temperature", number_above(0.0), "a number > 0")
-        check_num_large_crops(cfg, "mv_simclr")
-        return add_filter_defaults(cfg)
-
-    def training_step(self, batch: Sequence[Any], batch_idx: int) -> torch.Tensor:
-        indexes = batch[0]
-        out = super().training_step(batch, batch_idx)
+    def kview_loss(self, out: Dict[str, Any], batch: Sequence[Any]
+                   ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         z = torch.cat(out["z"])
-        crop_indexes = indexes.repeat(len(out["z"]))
-        nce_loss, stats = mv_nt_xent(z, crop_indexes, self.temperature, band=self.band)
-        self.log("train_nce_loss", nce_loss, on_epoch=True, sync_dist=True)
-        if self.band is not None:
-            self.log("train_filtered_fraction", stats["filtered_fraction"], on_epoch=True,
-                     sync_dist=True)
-        return nce_loss + out["loss"]
+        crop_indexes = batch[0].repeat(len(out["z"]))  # crop-major: crop k of every image
+        loss, stats = mv_nt_xent(z, crop_indexes, self.temperature, band=self.band)
+        return loss, ({"filtered_fraction": stats["filtered_fraction"]} if self.band else {})
+

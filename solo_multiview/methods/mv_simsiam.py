@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Dict, Sequence, Tuple
 
 import omegaconf
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from solo_multiview.config.schema import setting
+from solo_multiview.data.views import ViewKwargs
 from solo_multiview.hosts.contract import BaseMethod
 from solo_multiview.losses.mv_simsiam import mv_simsiam_loss
-from solo_multiview.methods.options import (
-    check_num_large_crops,
-    require_positive_ints,
-)
 from solo_multiview.methods.projection import ProjectorOutputs
 
 
@@ -44,6 +43,22 @@ def simsiam_predictor(dim: int, hidden_dim: int) -> nn.Sequential:
     )
 
 
+@dataclass
+class MVSimSiamKwargs(ViewKwargs):
+    proj_hidden_dim: int = setting(help="hidden width of the projector", minimum=1)
+    proj_output_dim: int = setting(help="output width of the projector (and the predictor)",
+                                   minimum=1)
+    pred_hidden_dim: int = setting(help="hidden width of the predictor", minimum=1)
+
+
+def simsiam_two_view(method: Any, out: Dict[str, Any], batch: Sequence[Any]) -> torch.Tensor:
+    """solo-learn's two-view SimSiam, -(cos(p_1, sg z_2) + cos(p_2, sg z_1)) / 2: the declared
+    K = 2 reference."""
+    p1, p2 = out["p"][:2]
+    z1, z2 = (z.detach() for z in out["z"][:2])
+    return -(F.cosine_similarity(p1, z2).mean() + F.cosine_similarity(p2, z1).mean()) / 2
+
+
 class MVSimSiam(ProjectorOutputs, BaseMethod):
     """K-view SimSiam (https://arxiv.org/abs/2011.10566 generalised to K views).
 
@@ -59,12 +74,12 @@ class MVSimSiam(ProjectorOutputs, BaseMethod):
     size in one more. As in solo-learn, the predictor keeps a constant learning rate
     (``static_lr``) under the schedule.
 
-    Extra cfg settings:
-        method_kwargs:
-            proj_hidden_dim (int): hidden width of the projector.
-            proj_output_dim (int): output width of the projector (and of the predictor).
-            pred_hidden_dim (int): hidden (bottleneck) width of the predictor.
+    Keys: :class:`MVSimSiamKwargs` (``method_kwargs``).
     """
+
+    loss_name = "simsiam"
+    two_view_reference = simsiam_two_view
+    Kwargs = MVSimSiamKwargs
 
     predictor_static_lr = True
 
@@ -75,26 +90,13 @@ class MVSimSiam(ProjectorOutputs, BaseMethod):
                                            kwargs.proj_output_dim)
         self.predictor = simsiam_predictor(kwargs.proj_output_dim, kwargs.pred_hidden_dim)
 
-    @classmethod
-    def add_and_assert_specific_cfg(cls, cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
-        cfg = super().add_and_assert_specific_cfg(cfg)
-        require_positive_ints(cfg, "proj_hidden_dim", "proj_output_dim", "pred_hidden_dim")
-        check_num_large_crops(cfg, "mv_simsiam")
-        return cfg
-
-    def training_step(self, batch: Sequence[Any], batch_idx: int) -> torch.Tensor:
-        out = super().training_step(batch, batch_idx)
+    def kview_loss(self, out: Dict[str, Any], batch: Sequence[Any]
+                   ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         # predictions of all K + S crops, stop-gradient targets of the K large crops
         large_z = out["z"][: self.num_large_crops]
         simsiam_loss = mv_simsiam_loss(out["p"], large_z)
-
         with torch.no_grad():  # collapse monitor: per-dimension std of the unit projections
             z_std = F.normalize(torch.stack(large_z), dim=-1).std(dim=1).mean()
-
         # train_neg_cos_sim is solo-learn's name for the same value
-        self.log_dict(
-            {"train_simsiam_loss": simsiam_loss, "train_neg_cos_sim": simsiam_loss,
-             "train_z_std": z_std},
-            on_epoch=True, sync_dist=True,
-        )
-        return simsiam_loss + out["loss"]
+        return simsiam_loss, {"neg_cos_sim": simsiam_loss, "z_std": z_std}
+

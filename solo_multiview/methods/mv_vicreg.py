@@ -2,27 +2,46 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Dict, Sequence, Tuple
 
 import omegaconf
 import torch
 
-from solo_multiview.config.common import select
+from solo_multiview.config.schema import setting
+from solo_multiview.data.views import ViewKwargs
 from solo_multiview.hosts.contract import BaseMethod
 from solo_multiview.losses.mv_vicreg import mv_vicreg_loss
 from solo_multiview.methods.heads import mlp
-from solo_multiview.methods.options import (
-    check_num_large_crops,
-    number_above,
-    refuse_small_crops,
-    require,
-    require_positive_ints,
-)
 from solo_multiview.methods.projection import ProjectorOutputs
 
-WEIGHT_DEFAULTS = {"sim_loss_weight": 25.0, "var_loss_weight": 25.0, "cov_loss_weight": 1.0}
+
+@dataclass
+class MVVICRegKwargs(ViewKwargs):
+    proj_hidden_dim: int = setting(help="hidden width of the projector", minimum=1)
+    proj_output_dim: int = setting(help="output width of the projector", minimum=1)
+    sim_loss_weight: float = setting(25.0, "weight of the invariance term", minimum=0)
+    var_loss_weight: float = setting(25.0, "weight of the variance term", minimum=0)
+    cov_loss_weight: float = setting(1.0, "weight of the covariance term", minimum=0)
 
 
+def vicreg_two_view(method: Any, out: Dict[str, Any], batch: Sequence[Any]) -> torch.Tensor:
+    """solo-learn's two-view VICReg (invariance mse, variance hinge on the std, off-diagonal
+    covariance), the declared K = 2 reference."""
+    z1, z2 = out["z"][:2]
+    n, d = z1.shape
+
+    def variance(z: torch.Tensor) -> torch.Tensor:
+        return torch.relu(1 - torch.sqrt(z.var(dim=0) + 1e-4)).mean()
+
+    def covariance(z: torch.Tensor) -> torch.Tensor:
+        z = z - z.mean(dim=0)
+        cov = z.T @ z / (n - 1)
+        return (cov.pow(2).sum() - torch.diagonal(cov).pow(2).sum()) / d
+
+    return (method.sim_loss_weight * torch.nn.functional.mse_loss(z1, z2)
+            + method.var_loss_weight * (variance(z1) + variance(z2))
+            + method.cov_loss_weight * (covariance(z1) + covariance(z2)))
 
 
 class MVVICReg(ProjectorOutputs, BaseMethod):
@@ -40,14 +59,13 @@ class MVVICReg(ProjectorOutputs, BaseMethod):
     large crops go through the backbone in one call. Large crops only: small crops are refused at
     config time.
 
-    Extra cfg settings:
-        method_kwargs:
-            proj_hidden_dim (int): hidden width of the 3-layer projector.
-            proj_output_dim (int): output width of the projector.
-            sim_loss_weight (float): w_sim >= 0 (default 25).
-            var_loss_weight (float): w_var >= 0 (default 25).
-            cov_loss_weight (float): w_cov >= 0 (default 1).
+    Keys: :class:`MVVICRegKwargs` (``method_kwargs``).
     """
+
+    loss_name = "vicreg"
+    two_view_reference = vicreg_two_view
+    Kwargs = MVVICRegKwargs
+    accepts_small_crops = False
 
     def __init__(self, cfg: omegaconf.DictConfig):
         super().__init__(cfg)
@@ -59,24 +77,9 @@ class MVVICReg(ProjectorOutputs, BaseMethod):
         self.projector = mlp(self.features_dim, kwargs.proj_hidden_dim, kwargs.proj_output_dim,
                              num_layers=3, batch_norm=True)
 
-    @classmethod
-    def add_and_assert_specific_cfg(cls, cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
-        cfg = super().add_and_assert_specific_cfg(cfg)
-        require_positive_ints(cfg, "proj_hidden_dim", "proj_output_dim")
-        for key, default in WEIGHT_DEFAULTS.items():
-            cfg.method_kwargs[key] = select(cfg, f"method_kwargs.{key}", default)
-            require(cfg, f"method_kwargs.{key}", number_above(0.0, strict=False), "a number >= 0")
-        check_num_large_crops(cfg, "mv_vicreg")
-        refuse_small_crops(cfg, "mv_vicreg")
-        return cfg
-
-    def training_step(self, batch: Sequence[Any], batch_idx: int) -> torch.Tensor:
-        out = super().training_step(batch, batch_idx)
-        vicreg_loss = mv_vicreg_loss(
-            out["z"],
-            sim_loss_weight=self.sim_loss_weight,
-            var_loss_weight=self.var_loss_weight,
-            cov_loss_weight=self.cov_loss_weight,
-        )
-        self.log("train_vicreg_loss", vicreg_loss, on_epoch=True, sync_dist=True)
-        return vicreg_loss + out["loss"]
+    def kview_loss(self, out: Dict[str, Any], batch: Sequence[Any]
+                   ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        loss = mv_vicreg_loss(out["z"], sim_loss_weight=self.sim_loss_weight,
+                              var_loss_weight=self.var_loss_weight,
+                              cov_loss_weight=self.cov_loss_weight)
+        return loss, {}

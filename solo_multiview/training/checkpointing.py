@@ -27,6 +27,7 @@ import json
 import os
 import secrets
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
@@ -40,7 +41,18 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from omegaconf import OmegaConf
 
 from solo_multiview.atomic import atomic_write
+from solo_multiview.config.schema import setting
 from solo_multiview.hosts.guard import NonFiniteLossError
+
+
+@dataclass
+class CheckpointConfig:
+    """``checkpoint.*`` (solo-learn's keys)."""
+
+    enabled: bool = setting(True, "write checkpoints")
+    dir: str = setting("trained_models", "runs go to <dir>/<method>/<version>/")
+    frequency: int = setting(1, "a checkpoint every this many epochs", minimum=1)
+    keep_prev: bool = setting(False, "keep earlier checkpoints of the run")
 
 
 class NonFiniteWeightsError(RuntimeError):

@@ -27,7 +27,7 @@ from omegaconf import OmegaConf
 
 from solo_multiview.config.pretrain import parse_pretrain_cfg
 from solo_multiview.data.loaders import build_train_data, build_val_loader
-from solo_multiview.methods import METHODS, build_method
+from solo_multiview.methods import build_method, view_spec
 from solo_multiview.training.checkpointing import (
     Checkpointer,
     ContinuingCSVLogger,
@@ -42,6 +42,24 @@ class PretrainResult:
     run_dir: Path
     checkpoint: Optional[Path]
     metrics: Dict[str, float]
+    dataset: str = "digits"
+
+
+#: the evaluation configs (scripts/linear/) of each dataset: (linear probe, kNN)
+EVAL_CONFIGS = {
+    "digits": ("quickstart_digits", "knn_quickstart_digits"),
+    "cifar10": ("cifar10lt", "knn_cifar10lt"),
+    "cifar100": ("cifar100lt", "knn_cifar100lt"),
+    "image_list": ("imagenetlt", "knn_imagenetlt"),
+}
+
+
+def eval_commands(checkpoint: Path, dataset: str) -> List[str]:
+    """The main_linear.py / main_knn.py commands for a checkpoint, ready to paste."""
+    linear, knn = EVAL_CONFIGS[dataset]
+    path = f"pretrained_feature_extractor={checkpoint}"
+    return [f"python main_linear.py --config-name {linear} {path}",
+            f"python main_knn.py --config-name {knn} {path}"]
 
 
 @rank_zero_only
@@ -109,10 +127,12 @@ def describe_training_set(cfg: omegaconf.DictConfig, counts: Any) -> str:
 
 
 def trainer_kwargs(cfg: omegaconf.DictConfig) -> Dict[str, Any]:
-    """Every config key that ``lightning.Trainer`` accepts (solo-learn's convention)."""
+    """Every config key that ``lightning.Trainer`` accepts (solo-learn's convention); a key left
+    null keeps Lightning's default."""
     container = OmegaConf.to_container(cfg, resolve=True)
     valid = inspect.signature(Trainer.__init__).parameters
-    kwargs = {name: container[name] for name in valid if name in container}
+    kwargs = {name: container[name] for name in valid
+              if name in container and container[name] is not None}
     if kwargs.get("strategy") == "ddp":
         kwargs["strategy"] = DDPStrategy(find_unused_parameters=False)
     return kwargs
@@ -158,10 +178,10 @@ def prepare_pretrain(cfg: omegaconf.DictConfig) -> PreparedRun:
     cfg = parse_pretrain_cfg(cfg)
     seed_everything(cfg.seed, workers=True)
 
-    method = METHODS[cfg.method]
-    train_loader, train_set = build_train_data(cfg, method.data_pipeline)
+    train_loader, train_set = build_train_data(cfg, view_spec(cfg))
     data = train_set or train_loader
     cfg.data.num_classes = int(data.num_classes)
+    OmegaConf.set_readonly(cfg, True)  # parsed and complete: nothing writes into it from here
     say(describe_training_set(cfg, data.class_counts))
     val_loader = build_val_loader(cfg)
     model = build_method(cfg)
@@ -206,7 +226,7 @@ def fit(run: PreparedRun) -> PretrainResult:
     metrics = {key: float(value) for key, value in run.trainer.callback_metrics.items()
                if isinstance(value, torch.Tensor) and value.numel() == 1}
     last = run.checkpointer.last_ckpt if run.checkpointer else None
-    return PretrainResult(run.folder, last, metrics)
+    return PretrainResult(run.folder, last, metrics, str(run.cfg.data.dataset))
 
 
 def run_pretrain(cfg: omegaconf.DictConfig) -> PretrainResult:
@@ -223,4 +243,7 @@ def summary(result: PretrainResult) -> str:
              if key.startswith("val_acc") or key.startswith("val_knn")
              or (key.startswith("train_") and key.endswith("_loss") and "class" not in key)]
     lines += [f"{key}: {result.metrics[key]:.4f}" for key in shown]
+    if result.checkpoint:
+        lines += ["evaluate it with:", *(f"  {c}" for c in eval_commands(result.checkpoint,
+                                                                          result.dataset))]
     return "\n".join(lines)

@@ -9,9 +9,10 @@ K = 4 one, a different long-tail profile or augmentation is resumed silently. He
 augmentations, every ``data.long_tail`` setting, the whole ``backbone``, ``optimizer`` and
 ``scheduler`` nodes, the seed, the host, the EMA settings, the trainer keys that change the
 optimisation (precision, gradient clipping, accumulation, limits, max_steps, sync_batchnorm) and the
-world size (devices x nodes: it changes the data order and, with linear scaling, the lr). For
-``mttv`` the number of data loader workers is in the key too (its partner draws depend on the
-worker id, ``data/pairing.py``).
+world size (devices x nodes: it changes the data order and, with linear scaling, the lr). For a
+method whose view spec says its data depends on the worker id (the ``pairs`` scheme: its partner
+draws are seeded per worker, ``data/pairing.py``) the number of data loader workers is in the
+key too.
 
 Deliberately *not* in the key: paths (``data.train_path``, ``checkpoint.dir``: data and runs may
 move), logging and performance settings, and the two failure policies ``nonfinite_loss`` and
@@ -64,7 +65,18 @@ import omegaconf
 import torch
 from omegaconf import OmegaConf
 
-from solo_multiview.config.pretrain import count_devices
+from solo_multiview.config.schema import setting
+from solo_multiview.training.devices import count_devices
+
+
+@dataclass
+class AutoResumeConfig:
+    """``auto_resume.*`` (solo-learn's keys)."""
+
+    enabled: bool = setting(False, "resume the newest matching run (module docstring)")
+    max_hours: float = setting(36, "checkpoints older than this are not resumed", above=0,
+                               expected="a number of hours > 0")
+
 
 RESUME_KEYS: Tuple[str, ...] = (
     "name",
@@ -93,8 +105,6 @@ RESUME_KEYS: Tuple[str, ...] = (
     "wandb.project",
     "wandb.entity",
 )
-#: extra keys for methods whose data depends on them (``method`` -> keys)
-METHOD_KEYS: Dict[str, Tuple[str, ...]] = {"mttv": ("data.num_workers",)}
 
 _EPOCH = re.compile(r"-ep=(\d+)\.ckpt$")
 
@@ -125,11 +135,25 @@ def _get(tree: Any, dotted: str) -> Any:
     return node
 
 
+def _data_depends_on_workers(tree: Dict[str, Any]) -> bool:
+    """Whether the run's training data depends on the worker id (the view spec says)."""
+    from solo_multiview.methods import METHODS
+
+    method = METHODS.get(str(tree.get("method")))
+    if method is None:
+        return False
+    try:
+        return method.views(OmegaConf.create(tree)).data_depends_on_workers
+    except (AttributeError, KeyError, TypeError, ValueError,
+            omegaconf.errors.OmegaConfBaseException):
+        return False  # an args.json this version cannot read: its key will not match anyway
+
+
 def resume_key(cfg: Any) -> Dict[str, Any]:
     """The values that must match for a checkpoint to be resumed (module docstring); ``cfg`` is
     a resolved config (DictConfig) or an ``args.json`` dict."""
     tree = _plain(cfg)
-    keys = RESUME_KEYS + METHOD_KEYS.get(str(tree.get("method")), ())
+    keys = RESUME_KEYS + (("data.num_workers",) if _data_depends_on_workers(tree) else ())
     key = {name: _get(tree, name) for name in keys}
     try:
         world = count_devices(tree.get("devices", 1), str(tree.get("accelerator", "auto")))

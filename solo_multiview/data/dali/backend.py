@@ -14,8 +14,23 @@ from typing import Optional
 
 import torch
 
+from solo_multiview.config.schema import setting
+
 DEVICES = ("auto", "cpu", "gpu")
 INSTALL_HINT = 'pip install -e ".[dali]"'
+
+
+@dataclass
+class DaliConfig:
+    """``dali.*``, used with ``data.format: dali``."""
+
+    device: str = setting("auto", "where DALI runs (auto: gpu when CUDA is available)",
+                          choices=DEVICES)
+    num_threads: Optional[int] = setting(None, "CPU threads per pipeline (null: "
+                                         "data.num_workers)", minimum=1)
+    pipelines: Optional[int] = setting(None, "parallel pipelines (null: one per thread on "
+                                       "CPU)", minimum=1)
+    prefetch_queue_depth: int = setting(2, "batches prepared ahead", minimum=1)
 
 
 def dali_available() -> bool:

@@ -38,15 +38,13 @@ from solo_multiview.data.dali.backend import (
     require_dali,
     resolve_device,
 )
-from solo_multiview.data.dali.pairing import PairingSpec, draw_partner_batch, pairing_from_cfg
+from solo_multiview.data.dali.pairing import PairingSpec, draw_partner_batch, pairing_from_views
 from solo_multiview.data.dali.sampling import EpochSampler, pipeline_batches
 from solo_multiview.data.dali.sources import image_feed, load_train_source, reader_lists
 from solo_multiview.data.dali.spec import CropSpec, parse_augmentations
 from solo_multiview.data.datasets import pretrain_indexes
 from solo_multiview.data.sources import ImageListSource, ImageSource
-
-#: The method's ``data_pipeline`` values this loader serves (see ``hosts/contract.py``).
-PIPELINES = ("multicrop", "mttv_pairs")
+from solo_multiview.data.views import ViewSpec
 
 Batch = list  # [indexes (B,), crops (list of B x 3 x H x W), targets (B,)]
 
@@ -135,8 +133,9 @@ class DaliPretrainLoader:
             raise ValueError("augmentations: the list is empty; give at least one pipeline")
         if pairing is not None and len(self.specs) != 1:
             raise ValueError(
-                f"augmentations: mttv takes exactly one augmentation entry (its strong "
-                f"augmentation; K is method_kwargs.num_pairs), got {len(self.specs)} entries"
+                f"augmentations: the pairs view scheme takes exactly one augmentation entry (its "
+                f"strong augmentation; K is method_kwargs.num_views), got {len(self.specs)} "
+                "entries"
             )
         for key, value in (("num_threads", num_threads), ("pipelines", pipelines),
                            ("prefetch_queue_depth", prefetch_queue_depth)):
@@ -321,7 +320,7 @@ class DaliPretrainLoader:
     def describe(self) -> str:
         """One line: device, input path, sizes."""
         path = "file reader" if self.uses_reader else "external source"
-        mode = "mttv" if self.pairing is not None else "multicrop"
+        mode = "pairs" if self.pairing is not None else "multicrop"
         return (f"DALI {mode} loader ({device_kind(self.device_choice)}, {path}, "
                 f"{self.num_pipelines} pipeline(s), {self.num_threads} thread(s)): "
                 f"{self.dataset_size} images, batch {self.batch_size}, {self.num_crops} crops, "
@@ -337,17 +336,16 @@ def build_dali_pretrain_loader(
     cfg: DictConfig,
     source: Optional[ImageSource] = None,
     *,
-    pipeline: Optional[str] = None,
+    views: Optional[ViewSpec] = None,
     shard_id: Optional[int] = None,
     num_shards: Optional[int] = None,
 ) -> DaliPretrainLoader:
     """The DALI counterpart of ``data.loaders.build_pretrain_loader`` (same training set, same
     schema, same batch contract), for ``data.format: dali``.
 
-    ``pipeline`` is the method's ``data_pipeline``: ``multicrop`` (the crops of
-    ``cfg.augmentations``) or ``mttv_pairs`` (the MTTV pairing of ``method_kwargs.num_pairs``,
-    ``partner``, ``views``; one augmentation entry); None picks ``mttv_pairs`` for
-    ``method: mttv``, else ``multicrop``.
+    ``views`` is the method's view spec (``data/views.py``; None: the spec of ``cfg.method``):
+    the ``crops`` scheme makes the crops of ``cfg.augmentations``, the ``pairs`` scheme the MIMV
+    pairing (one augmentation entry).
 
     Reads ``data.*`` (dataset, train_path, long_tail, num_workers), ``augmentations``,
     ``optimizer.batch_size``, ``seed`` and the ``dali`` node: ``device`` (auto | cpu | gpu),
@@ -357,11 +355,10 @@ def build_dali_pretrain_loader(
     fix the shard (tests; default torch.distributed).
     """
     require_dali()
-    if pipeline is None:
-        pipeline = "mttv_pairs" if cfg.get("method", None) == "mttv" else "multicrop"
-    if pipeline not in PIPELINES:
-        raise ValueError(f"DALI loader: unknown data pipeline {pipeline!r}; choose one of "
-                         f"{list(PIPELINES)}")
+    if views is None:
+        from solo_multiview.methods import view_spec
+
+        views = view_spec(cfg)
     if str(cfg.data.get("bad_images", None) or "error") == "skip":
         raise ValueError(
             "data.bad_images=skip is not supported with data.format=dali (DALI's decoder stops "
@@ -369,7 +366,8 @@ def build_dali_pretrain_loader(
             "image_folder to skip unreadable images"
         )
     specs = parse_augmentations(cfg.augmentations, cfg.data.dataset)
-    pairing = pairing_from_cfg(cfg) if pipeline == "mttv_pairs" else None
+    seed = int(cfg.get("seed", None) or 0)
+    pairing = pairing_from_views(views, seed) if views.scheme == "pairs" else None
     dali_cfg = cfg.get("dali", None)
     device = "auto" if dali_cfg is None else (dali_cfg.get("device", None) or "auto")
     device_kind(device)
@@ -382,6 +380,6 @@ def build_dali_pretrain_loader(
         num_threads=_cfg_int(dali_cfg, "num_threads", workers),
         pipelines=_cfg_int(dali_cfg, "pipelines", None),
         prefetch_queue_depth=_cfg_int(dali_cfg, "prefetch_queue_depth", 2),
-        seed=int(cfg.get("seed", None) or 0),
+        seed=seed,
         shard_id=shard_id, num_shards=num_shards,
     )

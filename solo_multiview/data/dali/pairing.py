@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
-from omegaconf import DictConfig
 
 from solo_multiview.data.pairing import PARTNERS, VIEWS
+from solo_multiview.data.views import ViewSpec
 
 T = TypeVar("T")
 
@@ -74,14 +74,8 @@ def mttv_order(x_n: Sequence[T], y_a: Sequence[T], x_a: Sequence[T], y_n: Sequen
     return [*x_n, *y_a, *x_a, *y_n]
 
 
-def pairing_from_cfg(cfg: DictConfig) -> PairingSpec:
-    """The pairing of ``method: mttv`` as the torchvision path builds it (``data/loaders.py``):
-    K = ``method_kwargs.num_pairs`` (default 1), ``method_kwargs.partner`` (default ``image``),
-    ``method_kwargs.views`` (default ``normalized_augmented``), seed ``cfg.seed``."""
-    kwargs: Any = cfg.get("method_kwargs", None) or {}
-    return PairingSpec(
-        num_pairs=int(kwargs.get("num_pairs", None) or 1),
-        partner=str(kwargs.get("partner", None) or "image"),
-        views=str(kwargs.get("views", None) or "normalized_augmented"),
-        seed=int(cfg.get("seed", None) or 0),
-    )
+def pairing_from_views(views: ViewSpec, seed: int) -> PairingSpec:
+    """The pairing of a ``pairs`` view spec, as the torchvision path builds it
+    (``data/loaders.py``)."""
+    return PairingSpec(num_pairs=views.num_views, partner=views.partner, views=views.roles,
+                       seed=int(seed))

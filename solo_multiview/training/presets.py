@@ -1,0 +1,72 @@
+"""Pretraining presets generated from one place: ``<method>_k<K>_<dataset>``.
+
+The per-dataset configs of a method differ only in their name, K and the data file, so they are
+not files: for every registered method that has a base config
+``scripts/pretrain/base/<method>_cifar.yaml`` (its hyper-parameters and augmentation), and for
+every K of the method's ``preset_views``, this module registers in Hydra's ConfigStore
+
+    <method>_k<K>_cifar10lt   and   <method>_k<K>_cifar100lt
+
+(trainer settings + the base config + ``data: cifar10lt | cifar100lt`` + ``num_views: K``), so
+``python main_pretrain.py --config-name mv_simclr_k4_cifar100lt`` works as if the file existed.
+Hand-written configs in scripts/pretrain/ (the quickstarts, mttv's presets, whose batch sizes
+differ) take the names they have. ``python -m solo_multiview.training.presets`` lists the names.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Dict, List
+
+from hydra.core.config_store import ConfigStore
+
+PRETRAIN_CONFIGS = Path(__file__).resolve().parents[2] / "scripts" / "pretrain"
+DATASETS = ("cifar10lt", "cifar100lt")
+
+
+def preset_nodes() -> Dict[str, dict]:
+    """Name -> config node of every generated preset."""
+    from solo_multiview.methods import METHODS
+
+    nodes: Dict[str, dict] = {}
+    for name, method in sorted(METHODS.items()):
+        if not (PRETRAIN_CONFIGS / "base" / f"{name}_cifar.yaml").is_file():
+            continue
+        for k in method.preset_views:
+            for dataset in DATASETS:
+                nodes[f"{name}_k{k}_{dataset}"] = {
+                    "defaults": [
+                        "base/trainer@_here_",
+                        f"base/{name}_cifar@_here_",
+                        {"data": dataset},
+                        "_self_",
+                        {"override hydra/hydra_logging": "disabled"},
+                        {"override hydra/job_logging": "disabled"},
+                    ],
+                    "name": f"{name}-k{k}-{dataset}",
+                    "method_kwargs": {"num_views": k},
+                }
+    return nodes
+
+
+@functools.lru_cache(maxsize=1)
+def register_presets() -> List[str]:
+    """Registers the presets in Hydra's ConfigStore (once); returns their names."""
+    store = ConfigStore.instance()
+    nodes = preset_nodes()
+    for name, node in nodes.items():
+        if (PRETRAIN_CONFIGS / f"{name}.yaml").is_file():
+            continue  # a hand-written config of that name wins
+        store.store(name=name, node=node)
+    return sorted(nodes)
+
+
+def config_names() -> List[str]:
+    """Every pretraining config name: the files of scripts/pretrain/ and the presets."""
+    files = [p.stem for p in PRETRAIN_CONFIGS.glob("*.yaml")]
+    return sorted(set(files) | set(register_presets()))
+
+
+if __name__ == "__main__":
+    print("\n".join(config_names()))
