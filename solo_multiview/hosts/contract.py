@@ -44,6 +44,7 @@ What every host provides (solo-learn's names and meanings):
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
@@ -52,6 +53,18 @@ from solo_multiview.config.schema import ConfigError
 from solo_multiview.data.augmentations import count_crops
 from solo_multiview.data.views import ViewKwargs, ViewSpec
 from solo_multiview.hosts.keys import MomentumConfig
+
+
+def check_pairs_cfg(cfg: Any) -> None:
+    """The pairs (MIMV) scheme: one augmentation entry, the strong augmentation, with
+    ``num_crops`` = K (one augmented view of the anchor and of its partner per pair), no small
+    crops; the loss sees two fused views per pair, so K >= 1 suffices."""
+    if len(cfg.augmentations) != 1:
+        raise ConfigError(
+            f"augmentations: {cfg.method} takes exactly one augmentation entry for MIMV pairs "
+            f"(its strong augmentation), got {len(cfg.augmentations)}; it makes 4 * "
+            "method_kwargs.num_views views per image itself (x_n, y_a, x_a, y_n per pair)"
+        )
 
 
 class BaseMethod:
@@ -91,9 +104,29 @@ class BaseMethod:
     @classmethod
     def views(cls, cfg: Any) -> ViewSpec:
         """K large crops (``method_kwargs.num_views``) plus the small crops of
-        ``augmentations``."""
+        ``augmentations``; or, with ``method_kwargs.mimv.enabled``, K MIMV pairs per anchor."""
+        kwargs = cfg.method_kwargs
+        mimv = kwargs.get("mimv")
+        if mimv is not None and mimv.enabled:
+            return ViewSpec(num_views=int(kwargs.num_views), scheme="pairs",
+                            partner=mimv.partner, roles=mimv.roles, fusion=mimv.fusion)
         _, num_small = count_crops(cfg.augmentations)
-        return ViewSpec(num_views=int(cfg.method_kwargs.num_views), num_small=num_small)
+        return ViewSpec(num_views=int(kwargs.num_views), num_small=num_small)
+
+    @functools.cached_property
+    def view_spec(self) -> ViewSpec:
+        """The views of this run (``views`` of the config it was built from)."""
+        return type(self).views(self.cfg)  # type: ignore[attr-defined]
+
+    @property
+    def loss_views(self) -> int:
+        """Views per sample that ``kview_loss`` gets in ``out["z"]`` (K, or 2 under MIMV)."""
+        return self.view_spec.loss_views
+
+    def fused_dim(self, dim: int) -> int:
+        """Width of a projection after the MIMV fusion (``concat`` doubles it)."""
+        spec = self.view_spec
+        return 2 * dim if spec.scheme == "pairs" and spec.fusion == "concat" else dim
 
     #: the smallest K the loss is defined for
     min_views = 2
@@ -101,10 +134,12 @@ class BaseMethod:
     @classmethod
     def check_cfg(cls, cfg: Any) -> None:
         """K >= ``min_views``; the large crops of ``augmentations`` add up to K; small crops
-        only where the loss takes them."""
+        only where the loss takes them; MIMV pairs from one augmentation entry."""
         num_large, num_small = count_crops(cfg.augmentations)
         k = cfg.method_kwargs.num_views
-        if k < cls.min_views:
+        if cls.views(cfg).scheme == "pairs":
+            check_pairs_cfg(cfg)
+        elif k < cls.min_views:
             raise ConfigError(
                 f"augmentations[*].num_crops: {cfg.method} needs at least {cls.min_views} large "
                 f"crops (K >= {cls.min_views}), got K = {k} (method_kwargs.num_views)"

@@ -9,9 +9,16 @@ multi-crop methods that concatenate crops.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Sequence
 
 import torch
+
+
+def fusion(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The MIMV fusion of two projections: ``sum`` or ``concat`` (feature axis)."""
+    if name == "sum":
+        return torch.add
+    return lambda a, b: torch.cat([a, b], dim=1)
 
 
 def split_per_crop(out: Dict[str, Any], num_crops: int, batch_size: int) -> Dict[str, Any]:
@@ -48,8 +55,10 @@ class MultiViewStepMixin:
     """
 
     def training_step(self, batch: Sequence[Any], batch_idx: int) -> Dict[str, Any]:
-        _, crops, targets = batch
+        indexes, crops, targets = batch
         crops = [crops] if isinstance(crops, torch.Tensor) else list(crops)
+        if self.view_spec.scheme == "pairs":
+            return self.mimv_training_step(indexes, crops, targets)
         if len(crops) != self.num_crops:
             raise ValueError(
                 f"the batch has {len(crops)} crops but the config declares "
@@ -83,6 +92,53 @@ class MultiViewStepMixin:
                 self.log_classifier_metrics(momentum_out, "train_momentum")
                 outs["loss"] = outs["loss"] + momentum_out["loss"]
             outs.update({f"momentum_{key}": value for key, value in momentum_out.items()})
+        outs["indexes"] = indexes  # identity of the loss's samples: the images
+        return outs
+
+    def mimv_training_step(self, indexes: torch.Tensor, crops: List[torch.Tensor],
+                           targets: torch.Tensor) -> Dict[str, Any]:
+        """The MIMV views (arXiv 2509.08469) for any method: the batch holds, per anchor, K
+        pairs of views ``[x_n^1..K, y_a^1..K, x_a^1..K, y_n^1..K]`` (``data/pairing.py``).
+        Each (anchor, partner) pair is one sample of the loss, with two fused views
+
+            view 0 = g(f(x_n)) (+) g(f(y_a)),    view 1 = g(f(x_a)) (+) g(f(y_n))
+
+        ((+) = ``method_kwargs.mimv.fusion``), so ``out["z"]`` has two entries of B*K rows
+        (pair-major) and ``out["indexes"]`` the pair identities. The predictor, where the method
+        has one, reads the fused projection (``out["p"]``); a momentum network gives the same two
+        fused views as ``out["momentum_z"]``. Each view type goes through the backbone in its
+        own call, as in the authors' code (BatchNorm normalises each with its own statistics).
+        The online classifier and the kNN bank see the anchors' normalised views x_n."""
+        K = self.view_spec.num_views
+        if len(crops) != 4 * K:
+            raise ValueError(f"MIMV pairs: the batch has {len(crops)} crops per image, expected "
+                             f"4 * method_kwargs.num_views = {4 * K} (x_n, y_a, x_a, y_n)")
+        x_n, y_a, x_a, y_n = (torch.cat(crops[i * K:(i + 1) * K]) for i in range(4))
+        pair_targets = targets.repeat(K)
+        fuse = fusion(self.view_spec.fusion)
+
+        anchor = self.base_training_step(x_n, pair_targets)
+        parts = [anchor, self.multicrop_forward(y_a), self.multicrop_forward(x_a),
+                 self.multicrop_forward(y_n)]
+        outs: Dict[str, Any] = {"loss": anchor["loss"], "acc1": anchor["acc1"],
+                                "acc5": anchor["acc5"], "feats": [p["feats"] for p in parts]}
+        outs["z"] = [fuse(parts[0]["z"], parts[1]["z"]), fuse(parts[2]["z"], parts[3]["z"])]
+        if getattr(self, "predictor", None) is not None:
+            outs["p"] = [self.predictor(z) for z in outs["z"]]
+        self.log_classifier_metrics(outs, "train")
+        self.update_online_knn(anchor["feats"], pair_targets)
+
+        if getattr(self, "momentum_backbone", None) is not None:
+            target = self._shared_step_momentum(x_n, pair_targets)
+            if "loss" in target:
+                self.log_classifier_metrics(target, "train_momentum")
+                outs["loss"] = outs["loss"] + target["loss"]
+            m = [target, self.momentum_forward(y_a), self.momentum_forward(x_a),
+                 self.momentum_forward(y_n)]
+            outs["momentum_z"] = [fuse(m[0]["z"], m[1]["z"]), fuse(m[2]["z"], m[3]["z"])]
+        batch_size = targets.size(0)
+        outs["indexes"] = (indexes.repeat(K) * K
+                           + torch.arange(K, device=indexes.device).repeat_interleave(batch_size))
         return outs
 
     def log_classifier_metrics(self, out: Dict[str, Any], prefix: str) -> None:

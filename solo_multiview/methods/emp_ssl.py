@@ -63,5 +63,5 @@ class EMPSSL(ProjectorOutputs, BaseMethod):
 
     def kview_loss(self, out: Dict[str, Any], batch: Sequence[Any]
                    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        return emp_ssl_loss(out["z"][: self.num_large_crops], eps=self.eps,
+        return emp_ssl_loss(out["z"][: self.loss_views], eps=self.eps,
                             invariance_weight=self.invariance_weight)

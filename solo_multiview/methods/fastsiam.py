@@ -52,8 +52,10 @@ class FastSiam(ProjectorOutputs, BaseMethod):
         kwargs = cfg.method_kwargs
         self.projector = simsiam_projector(self.features_dim, kwargs.proj_hidden_dim,
                                            kwargs.proj_output_dim)
-        self.predictor = simsiam_predictor(kwargs.proj_output_dim, kwargs.pred_hidden_dim)
+        # the predictor reads the (fused) projection
+        self.predictor = simsiam_predictor(self.fused_dim(kwargs.proj_output_dim),
+                                           kwargs.pred_hidden_dim)
 
     def kview_loss(self, out: Dict[str, Any], batch: Sequence[Any]
                    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        return fastsiam_loss(out["p"], out["z"][: self.num_large_crops])
+        return fastsiam_loss(out["p"], out["z"][: self.loss_views])

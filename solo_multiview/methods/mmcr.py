@@ -59,4 +59,4 @@ class MMCR(ProjectorOutputs, BaseMethod):
 
     def kview_loss(self, out: Dict[str, Any], batch: Sequence[Any]
                    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        return mmcr_loss(out["z"][: self.num_large_crops], lmbda=self.lmbda)
+        return mmcr_loss(out["z"][: self.loss_views], lmbda=self.lmbda)

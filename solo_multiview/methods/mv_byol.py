@@ -77,7 +77,8 @@ class MVBYOL(MomentumProjectorOutputs, BaseMomentumMethod):
             param.requires_grad = False
 
         # predictor (Linear-BN-ReLU-Linear)
-        self.predictor = mlp(proj_output_dim, pred_hidden_dim, proj_output_dim,
+        fused = self.fused_dim(proj_output_dim)  # the predictor reads the (fused) projection
+        self.predictor = mlp(fused, pred_hidden_dim, fused,
                              num_layers=2, batch_norm=True)
 
     def kview_loss(self, out: Dict[str, Any], batch: Sequence[Any]
@@ -85,7 +86,7 @@ class MVBYOL(MomentumProjectorOutputs, BaseMomentumMethod):
         # predictions of all K + S crops, momentum targets of the K large crops
         byol_loss = mv_byol_loss(out["p"], out["momentum_z"])
         with torch.no_grad():  # collapse monitor: per-dimension std of the unit projections
-            z = torch.stack(out["z"][: self.num_large_crops])
+            z = torch.stack(out["z"][: self.loss_views])
             z_std = F.normalize(z, dim=-1).std(dim=1).mean()
         # train_neg_cos_sim is solo-learn's name for the same value
         return byol_loss, {"neg_cos_sim": byol_loss, "z_std": z_std}

@@ -77,5 +77,5 @@ class MVDHEL(ProjectorOutputs, BaseMethod):
 
     def kview_loss(self, out: Dict[str, Any], batch: Sequence[Any]
                    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        return mv_dhel_loss(out["z"][: self.num_large_crops], temperature=self.temperature,
+        return mv_dhel_loss(out["z"][: self.loss_views], temperature=self.temperature,
                             band=self.band)

@@ -83,5 +83,5 @@ class MVInfoNCE(ProjectorOutputs, BaseMethod):
 
     def kview_loss(self, out: Dict[str, Any], batch: Sequence[Any]
                    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        return mv_infonce_loss(out["z"][: self.num_large_crops], temperature=self.temperature,
+        return mv_infonce_loss(out["z"][: self.loss_views], temperature=self.temperature,
                                band=self.band, negatives=self.negatives)

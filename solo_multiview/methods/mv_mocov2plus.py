@@ -95,7 +95,7 @@ class MVMoCoV2Plus(MomentumProjectorOutputs, BaseMomentumMethod):
         for param in self.momentum_projector.parameters():
             param.requires_grad = False
 
-        queue = torch.randn(self.num_large_crops, proj_output_dim, self.queue_size)
+        queue = torch.randn(self.loss_views, self.fused_dim(proj_output_dim), self.queue_size)
         self.register_buffer("queue", F.normalize(queue, dim=1))
         self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
 

@@ -66,7 +66,8 @@ class MVSimCLR(ProjectorOutputs, BaseMethod):
     def kview_loss(self, out: Dict[str, Any], batch: Sequence[Any]
                    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         z = torch.cat(out["z"])
-        crop_indexes = batch[0].repeat(len(out["z"]))  # crop-major: crop k of every image
+        # crop-major: crop k of every sample (an image, or an (anchor, partner) pair under MIMV)
+        crop_indexes = out["indexes"].repeat(len(out["z"]))
         loss, stats = mv_nt_xent(z, crop_indexes, self.temperature, band=self.band)
         return loss, ({"filtered_fraction": stats["filtered_fraction"]} if self.band else {})
 

@@ -88,12 +88,14 @@ class MVSimSiam(ProjectorOutputs, BaseMethod):
         kwargs = cfg.method_kwargs
         self.projector = simsiam_projector(self.features_dim, kwargs.proj_hidden_dim,
                                            kwargs.proj_output_dim)
-        self.predictor = simsiam_predictor(kwargs.proj_output_dim, kwargs.pred_hidden_dim)
+        # the predictor reads the (fused) projection
+        self.predictor = simsiam_predictor(self.fused_dim(kwargs.proj_output_dim),
+                                           kwargs.pred_hidden_dim)
 
     def kview_loss(self, out: Dict[str, Any], batch: Sequence[Any]
                    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         # predictions of all K + S crops, stop-gradient targets of the K large crops
-        large_z = out["z"][: self.num_large_crops]
+        large_z = out["z"][: self.loss_views]
         simsiam_loss = mv_simsiam_loss(out["p"], large_z)
         with torch.no_grad():  # collapse monitor: per-dimension std of the unit projections
             z_std = F.normalize(torch.stack(large_z), dim=-1).std(dim=1).mean()

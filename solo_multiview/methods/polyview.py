@@ -66,5 +66,5 @@ class PolyView(ProjectorOutputs, BaseMethod):
 
     def kview_loss(self, out: Dict[str, Any], batch: Sequence[Any]
                    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        return polyview_loss(out["z"][: self.num_large_crops], temperature=self.temperature,
+        return polyview_loss(out["z"][: self.loss_views], temperature=self.temperature,
                              form=self.form, band=self.band)

@@ -46,7 +46,8 @@ class ProjectorOutputs:
         return self._predict(self._project(super().multicrop_forward(X), self.projector))
 
     def _predict(self, out: Dict[str, Any]) -> Dict[str, Any]:
-        if getattr(self, "predictor", None) is not None:
+        # under MIMV the predictor reads the fused projection (hosts/multiview_step.py)
+        if getattr(self, "predictor", None) is not None and self.view_spec.scheme != "pairs":
             out["p"] = self.predictor(out["z"])
         return out
 
