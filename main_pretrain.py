@@ -20,6 +20,7 @@ from solo_multiview.cli import prepare_or_exit, quote_path_overrides
 from solo_multiview.config.keys import keys_flag, text_table
 from solo_multiview.config.pretrain import method_of
 from solo_multiview.config.schema import describe
+from solo_multiview.losses.mttv import OfficialFormError
 from solo_multiview.training.keys import pretrain_schema
 from solo_multiview.training.presets import register_presets
 from solo_multiview.training.pretrain import fit, prepare_pretrain, summary
@@ -44,7 +45,12 @@ def main(cfg: DictConfig) -> None:
         print(prepare_or_exit(list_keys, cfg))
         return
     run = prepare_or_exit(prepare_pretrain, cfg)
-    print(summary(fit(run)))
+    try:
+        result = fit(run)
+    except OfficialFormError as error:  # the official MTTV loss is undefined at this step
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    print(summary(result))
 
 
 if __name__ == "__main__":

@@ -224,7 +224,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--loader", default="dali", choices=["dali", "image_folder"],
                         help="pretraining loader: DALI or torchvision")
-    # the GPU reproduction (benchmarks/gpu_reproduction.sh) changes these
+    # larger runs (benchmarks/gpu_run.py is the packaged GPU run) change these
     parser.add_argument("--backbone", default="convnet", choices=["convnet", "resnet18"])
     parser.add_argument("--precision", default="32-true")
     parser.add_argument("--accelerator", default="cpu")

@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from solo_multiview.atomic import atomic_write
-from solo_multiview.training.checkpointing import write_args
+from solo_multiview.training.checkpointing import Checkpointer, write_args
 from solo_multiview.training.pretrain import fit, prepare_pretrain
 from tests.helpers import tiny_cfg
 
@@ -33,7 +33,8 @@ class BreakSavingInEpoch1(Callback):
 
     def on_train_epoch_start(self, trainer, pl_module):
         if trainer.current_epoch == 1:
-            folder = trainer.callbacks[-2].folder  # the Checkpointer's run folder
+            # the Checkpointer's run folder (the method attaches its guard callback at fit)
+            folder = next(c for c in trainer.callbacks if isinstance(c, Checkpointer)).folder
             self.saved = {p.name: p.read_bytes() for p in folder.glob("*.ckpt")}
             self.install(trainer)
 

@@ -399,6 +399,17 @@ def test_chunked_apply_equals_whole_batch():
     assert torch.allclose(whole.apply(x, params), chunked.apply(x, params), atol=1e-6)
 
 
+def test_dense_apply_equals_sparse():
+    """The accelerator path (every op on every sample, kept by torch.where: no host sync) gives
+    the CPU path's crops (equalization on too, so every masked op takes part)."""
+    x = images_u8(20, 32, 32)
+    spec = dict(SYMMETRIC, equalization={"prob": 0.3})
+    params = BatchedAugment(spec, "cifar10").sample_params(60, 32, 32, generator(13))
+    sparse = BatchedAugment(spec, "cifar10", dense=False).apply(x, params)
+    dense = BatchedAugment(spec, "cifar10", dense=True).apply(x, params)
+    assert torch.allclose(sparse, dense, atol=1e-5)
+
+
 def test_rrc_disabled_resizes_and_flips():
     augment = BatchedAugment(entry(12, 1, horizontal_flip={"prob": 1.0}, mean=[0] * 3,
                                    std=[1] * 3), "x")

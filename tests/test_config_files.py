@@ -28,8 +28,8 @@ def test_config_is_valid(name):
         assert cfg.data.dataset == "cifar100" and cfg.data.num_classes == 100
     elif "cifar10" in name:
         assert cfg.data.dataset == "cifar10" and cfg.data.num_classes == 10
-    if "lt" in name.split("_")[-1]:
-        assert cfg.data.long_tail.imbalance_ratio == 100
+    if "lt" in name.split("_")[-1] and cfg.data.dataset != "image_list":
+        assert cfg.data.long_tail.imbalance_ratio == 100  # ImageNet-LT: the list is the tail
     k = next((int(p[1:]) for p in name.split("_") if p[0] == "k" and p[1:].isdigit()), None)
     if k is not None:
         views = cfg.method_kwargs.num_views

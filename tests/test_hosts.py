@@ -7,7 +7,7 @@ import pickle
 import pytest
 
 from solo_multiview.hosts import compose, resolve_host_name, solo_available
-from solo_multiview.hosts.guard import TrainingGuard
+from solo_multiview.hosts.contract import KViewMethod
 from solo_multiview.methods import METHODS, method_class
 
 needs_solo = pytest.mark.skipif(not solo_available(),
@@ -25,8 +25,9 @@ def test_builtin_composition_puts_the_host_behind_the_method():
 
     cls = method_class("mv_simclr", "builtin")
     assert cls.__name__ == "MVSimCLR__builtin"
-    assert cls.__mro__[1] is TrainingGuard  # the non-finite-loss guard runs first
-    assert cls.__mro__[2] is METHODS["mv_simclr"]
+    # the method, its contract, the host: the guard is a callback, not a base
+    assert cls.__mro__[1] is METHODS["mv_simclr"]
+    assert cls.__mro__[2] is KViewMethod
     assert issubclass(cls, builtin.BaseMethod)
     assert compose(METHODS["mv_simclr"], "builtin") is cls  # cached: one class per host
 

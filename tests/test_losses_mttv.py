@@ -224,3 +224,67 @@ def test_bad_inputs():
         mttv_infonce(z, z, band=BandFilter(low=0.9, high=0.1))
     with pytest.raises(ValueError, match="same shape"):
         mttv_infonce(z, torch.randn(2, 4))
+
+
+# --------------------------------------------------------------------------- precision, syncs
+def boolean_mask_stats(zo, zt):
+    """The stats as boolean-mask indexing computes them (the form before the masked sums)."""
+    u = torch.cat([F.normalize(zo, dim=1), F.normalize(zt, dim=1)])
+    s = u @ u.T
+    n, m = s.shape[0], zo.shape[0]
+    off = ~torch.eye(n, dtype=torch.bool)
+    neg = off.clone()
+    neg[torch.arange(n), (torch.arange(n) + m) % n] = False
+    sq = (2 - 2 * s).clamp(min=0)
+    return {"neg_cos": s[neg].mean(),
+            "uniformity": torch.logsumexp(-2 * sq[off], 0) - math.log(n * (n - 1))}
+
+
+@pytest.mark.parametrize("form", ["principled", "official"])
+def test_masked_sum_stats_equal_boolean_mask_stats(form):
+    zo, zt = make(m=9, d=6, seed=7)
+    _, stats = mttv_infonce(zo, zt, T, BandFilter(0.1, 0.9, "band"), form)
+    for key, value in boolean_mask_stats(zo, zt).items():
+        torch.testing.assert_close(stats[key], value, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("form", ["principled", "official"])
+def test_similarities_in_fp32_under_autocast(form):
+    g = torch.Generator().manual_seed(3)
+    zo = torch.randn(64, 32, generator=g).bfloat16().requires_grad_(True)
+    zt = torch.randn(64, 32, generator=g).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, stats = mttv_infonce(zo, zt, T, band=None, form=form)
+    assert loss.dtype == torch.float32 and stats["pos_cos"].dtype == torch.float32
+    ref, _ = mttv_infonce(zo.detach().float(), zt.float(), T, band=None, form=form)
+    torch.testing.assert_close(loss.detach(), ref, rtol=1e-6, atol=1e-6)
+    loss.backward()
+    assert zo.grad.dtype == torch.bfloat16 and torch.isfinite(zo.grad.float()).all()
+
+
+def test_official_counts_nonpositive_denominators():
+    zo, zt = make(m=2, d=5, seed=5, special_rows=False)  # the NaN case above
+    _, stats = mttv_infonce(zo, zt, T, BandFilter(0.1, 0.9, "band"), "official")
+    s = interleaved_cosines(zo, zt)
+    bad = sum(
+        float(sum(math.exp(float(s[i, a]) / T) for a in range(4) if kept(s[i, a], 0.1, 0.9, "band"))
+              - math.exp(1 / T)) <= 0 for i in range(4))
+    assert bad > 0 and stats["nonpositive_denominators"].item() == bad
+    _, stats = mttv_infonce(zo, zt, T, BandFilter(0.1, 0.9, "band"), "principled")
+    assert "nonpositive_denominators" not in stats
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="host syncs are measured on CUDA")
+@pytest.mark.parametrize("form", ["principled", "official"])
+def test_no_host_sync_on_cuda(form):
+    zo = torch.randn(256, 128, device="cuda", requires_grad=True)
+    zt = torch.randn(256, 128, device="cuda")
+    mttv_infonce(zo, zt, T, BandFilter(0.1, 0.9, "band"), form)  # warm-up (lazy init)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss, stats = mttv_infonce(zo, zt, T, BandFilter(0.1, 0.9, "band"), form)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(loss) and loss.dtype == torch.float32

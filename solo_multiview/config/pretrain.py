@@ -20,7 +20,7 @@ from solo_multiview.data.augmentations import check_augmentation_list, count_cro
 from solo_multiview.data.datasets import NUM_CLASSES, long_tail_config
 from solo_multiview.data.longtail import LongTailConfig
 from solo_multiview.hosts import resolve_host_name
-from solo_multiview.hosts.backbones import check_backbone_kwargs
+from solo_multiview.hosts.backbones import check_backbone_kwargs, check_backbone_stem, stem_settings
 from solo_multiview.hosts.optim import optimizer_kwargs
 from solo_multiview.training.devices import count_devices
 
@@ -104,6 +104,7 @@ def parse_pretrain_cfg(cfg: Any) -> omegaconf.DictConfig:
     cfg.name = cfg.name or cfg.method
     cfg.host = resolve_host_name(cfg.host)
     check_backbone_kwargs(cfg.backbone.name, cfg.backbone.kwargs)
+    check_backbone_stem(cfg.backbone.name, *stem_settings(cfg.backbone))
     check_augmentation_list(cfg.augmentations)
     method.check_cfg(cfg)
     method.views(cfg)  # validates the view spec

@@ -58,7 +58,7 @@ SUPPORTED_DATASETS = ("cifar10", "cifar100", "image_list", "digits")
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10}
 LONG_TAIL_KEYS = tuple(f.name for f in fields(LongTailConfig))
 PROBE_TRAIN_SETS = ("balanced", "longtail")
-DATA_FORMATS = ("image_folder", "dali")
+DATA_FORMATS = ("image_folder", "dali", "batched")
 BAD_IMAGE_POLICIES = ("error", "skip")
 
 
@@ -74,8 +74,9 @@ class DataConfig:
     val_path: Optional[str] = setting(None, "folder of the test data (null: train_path)")
     val_split_file: Optional[str] = setting(None, "image_list: the test list (null: no "
                                             "validation)")
-    format: str = setting("image_folder", "the loader: torchvision (image_folder) or NVIDIA "
-                          "DALI", choices=DATA_FORMATS)
+    format: str = setting("image_folder", "the loader: torchvision (image_folder), NVIDIA DALI "
+                          "(dali) or the whole set resident on the device, K crops made by "
+                          "batched ops (batched: the batched.* keys)", choices=DATA_FORMATS)
     num_workers: int = setting(4, "data loader worker processes", minimum=0)
     bad_images: str = setting("error", "an unreadable image stops the run (error) or is "
                               "replaced by the next readable one (skip)",

@@ -133,12 +133,19 @@ def build_val_loader(cfg: omegaconf.DictConfig) -> Optional[DataLoader]:
 
 def build_train_data(cfg: omegaconf.DictConfig, views: Optional[ViewSpec] = None
                      ) -> Tuple[Any, Optional[Dataset]]:
-    """(training loader, its dataset): the torchvision DataLoader, or with ``data.format: dali``
-    the DALI loader (``data/dali/``, the same batch contract; no map-style dataset)."""
+    """(training loader, its dataset): the torchvision DataLoader, with ``data.format: dali``
+    the DALI loader (``data/dali/``), with ``data.format: batched`` the device-resident loader
+    (``data/batched/build.py``); both with the same batch contract and no map-style dataset
+    (they carry ``num_classes`` and ``class_counts`` themselves, and take their epoch through
+    ``loader.sampler.set_epoch``, which Lightning calls every epoch)."""
     if cfg.data.format == "dali":
         from solo_multiview.data.dali import build_dali_pretrain_loader
 
         return build_dali_pretrain_loader(cfg, views=views), None
+    if cfg.data.format == "batched":
+        from solo_multiview.data.batched import build_batched_pretrain_loader
+
+        return build_batched_pretrain_loader(cfg, views=views), None
     dataset = build_pretrain_set(cfg, views)
     return build_pretrain_loader(cfg, dataset), dataset
 

@@ -17,8 +17,23 @@ permutation) or an explicit list of class ids from head to tail. Within class ``
 are the first ``n`` of a shuffle seeded by ``(seed, c)``; seeding per class (not one stream over
 all classes) keeps the subsets nested: a smaller ``n`` for a class keeps a prefix of a larger one.
 
+``selection: authors`` draws the images of the ``exp`` profile as the MTTV authors' code (the LDAM
+``IMBALANCECIFAR`` procedure) does instead: per-class counts ``int(N / C * rho ** (-c / (C - 1)))``
+and one legacy ``RandomState(seed)`` stream shuffling the file positions of class 0, 1, ... in
+turn, keeping the first ``n_c`` of each (``longtail_authors.authors_cifar_lt_indexes``; with
+``seed: 0`` their exact CIFAR-10-LT / CIFAR-100-LT images). Same counts as ``per_class`` for
+CIFAR at ratio 100, different images; the subsets are not nested across ratios.
+
 Instead of a profile, ``index_file`` may name a ``.npy`` array of indexes into the full training
 set (the SDCLR / BCL split files); when it is set it alone defines the subset.
+
+``fraction`` then keeps a stratified fraction of the subset (every class in proportion):
+``StratifiedShuffleSplit(n_splits=1, train_size=int(fraction * n), random_state=fraction_seed)``
+of scikit-learn on its labels (``longtail_authors.stratified_fraction``, reimplemented and
+checked equal), the MTTV authors' 25 % of the ImageNet-LT train list (``fraction: 0.25``,
+``fraction_seed: 42``; they take ``n`` from their config, 115,846, the list's length).
+
+Indexes are returned sorted (the data loaders shuffle).
 """
 
 from __future__ import annotations
@@ -32,9 +47,11 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from solo_multiview.config.schema import setting
+from solo_multiview.data.longtail_authors import authors_cifar_lt_indexes, stratified_fraction
 
 PROFILES = ("exp", "step", "pareto", "none")
 CLASS_ORDERS = ("natural", "permuted")
+SELECTIONS = ("per_class", "authors")
 
 
 @dataclass
@@ -57,6 +74,15 @@ class LongTailConfig:
                                         "label' per line)")
     n_max: Optional[int] = setting(None, "images of the head class (null: the smallest class "
                                    "size of the source)", minimum=1)
+    selection: str = setting("per_class", "which images of each class: per_class (a shuffle "
+                             "seeded by (seed, class), nested subsets) | authors (the MTTV "
+                             "authors' one RandomState(seed) stream; profile exp, natural "
+                             "order)", choices=SELECTIONS)
+    fraction: Optional[float] = setting(None, "keep a stratified fraction of the subset "
+                                        "(scikit-learn's StratifiedShuffleSplit; the MTTV "
+                                        "authors' ImageNet-LT: 0.25; null: all)",
+                                        above=0, below=1)
+    fraction_seed: int = setting(42, "random_state of the stratified fraction", minimum=0)
 
 #: Values used for keys missing from ``data.long_tail`` (the declared defaults; a profile and
 #: ratio left null fall back to CIFAR-LT's exp / 100 here, the dataset's own in datasets.py).
@@ -208,9 +234,10 @@ def long_tail_indexes(
     """Sorted indexes of the long-tailed subset of a training set with labels ``targets``.
 
     ``lt_cfg`` is the ``data.long_tail`` node (keys: profile, imbalance_ratio, seed, class_order,
-    index_file, n_max; missing keys take ``DEFAULTS``). ``n_max`` defaults to the smallest class
-    size of the full set, which equals the per-class count of a balanced set (5000 for CIFAR-10)
-    and guarantees that every class has enough images under any class order.
+    index_file, n_max, selection, fraction, fraction_seed; missing keys take ``DEFAULTS``).
+    ``n_max`` defaults to the smallest class size of the full set, which equals the per-class
+    count of a balanced set (5000 for CIFAR-10) and guarantees that every class has enough
+    images under any class order.
     """
     targets = np.asarray(targets, dtype=np.int64)
     if targets.size and (targets.min() < 0 or targets.max() >= num_classes):
@@ -225,6 +252,8 @@ def long_tail_indexes(
     if index_file is not None:
         selected = load_index_file(index_file, len(targets))
         source = f"data.long_tail.index_file '{index_file}'"
+    elif str(_node_get(lt_cfg, "selection")) == "authors":
+        selected, source = _authors_selection(targets, num_classes, lt_cfg, profile)
     elif profile == "none":
         selected = np.arange(len(targets), dtype=np.int64)
         source = "the full training set (data.long_tail.profile=none)"
@@ -246,6 +275,12 @@ def long_tail_indexes(
             f"data.long_tail.profile: unknown profile {profile!r}; allowed: {list(PROFILES)}"
         )
 
+    fraction = _node_get(lt_cfg, "fraction")
+    if fraction is not None:
+        selected = _stratified(targets, selected, float(fraction),
+                               int(_node_get(lt_cfg, "fraction_seed")))
+        source += f" and data.long_tail.fraction={float(fraction):g}"
+
     kept = np.bincount(targets[selected], minlength=num_classes)
     empty = np.flatnonzero(kept == 0)
     if empty.size:
@@ -255,3 +290,38 @@ def long_tail_indexes(
             f"data.long_tail.n_max or lower data.long_tail.imbalance_ratio"
         )
     return selected
+
+
+def _authors_selection(
+    targets: np.ndarray, num_classes: int, lt_cfg: Optional[Mapping[str, Any]], profile: str
+) -> tuple[np.ndarray, str]:
+    """``selection: authors`` (module docstring), sorted; ValueError naming the key that the
+    authors' procedure cannot honour."""
+    if profile != "exp":
+        raise ValueError(f"data.long_tail.selection=authors: the authors' procedure has the exp "
+                         f"profile only, got profile={profile}; set data.long_tail.profile=exp "
+                         "or selection=per_class")
+    order = _node_get(lt_cfg, "class_order")
+    if order != "natural":
+        raise ValueError(f"data.long_tail.selection=authors: class 0 is the head in the authors' "
+                         f"procedure, got class_order={order!r}; set class_order=natural or "
+                         "selection=per_class")
+    if _node_get(lt_cfg, "n_max") is not None:
+        raise ValueError("data.long_tail.selection=authors: the head count is theirs (training "
+                         "set size / classes); leave data.long_tail.n_max null or use "
+                         "selection=per_class")
+    ratio = float(_node_get(lt_cfg, "imbalance_ratio"))
+    seed = int(_node_get(lt_cfg, "seed"))
+    selected = np.sort(authors_cifar_lt_indexes(targets, num_classes, ratio, seed))
+    return selected, (f"data.long_tail (selection=authors, profile=exp, imbalance_ratio="
+                      f"{ratio:g}, seed={seed})")
+
+
+def _stratified(targets: np.ndarray, selected: np.ndarray, fraction: float,
+                seed: int) -> np.ndarray:
+    """The sorted positions of a stratified ``fraction`` of ``selected`` (``fraction`` key)."""
+    try:
+        kept = stratified_fraction(targets[selected], fraction, seed)
+    except ValueError as err:
+        raise ValueError(f"data.long_tail.fraction={fraction:g}: {err}") from err
+    return np.sort(selected[kept]).astype(np.int64)

@@ -165,8 +165,10 @@ def build_pair_transforms(
     std: Optional[Sequence[float]] = None,
 ) -> tuple[Transform, Transform]:
     """(strong, normal) transforms for MTTV from one augmentation entry: the entry's pipeline,
-    and the eval transform at its ``crop_size`` with the same normalisation."""
+    and the eval transform at its ``crop_size`` with the same normalisation (and the entry's
+    ``squash``)."""
     strong = build_transform(aug, dataset)
     mean = aug.get("mean", None) if mean is None else mean
     std = aug.get("std", None) if std is None else std
-    return strong, EvalTransform(int(aug["crop_size"]), dataset, mean, std)
+    return strong, EvalTransform(int(aug["crop_size"]), dataset, mean, std,
+                                 squash=bool(aug.get("squash", False)))

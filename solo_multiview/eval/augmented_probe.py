@@ -35,7 +35,7 @@ from torchvision.transforms import InterpolationMode, v2
 
 from solo_multiview.config.schema import setting
 
-from .linear import LinearProbe, LinearProbeConfig, class_weights
+from .linear import LinearProbe, LinearProbeConfig, class_weights, probe_scheduler
 
 Transform = Callable[[Image.Image], torch.Tensor]
 CROP_MODES = ("pad", "resized")
@@ -150,7 +150,7 @@ def train_augmented_probe(
     loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, drop_last=False,
                         num_workers=num_workers, generator=gen,
                         pin_memory=device.type == "cuda", persistent_workers=num_workers > 0)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs * len(loader))
+    sched = probe_scheduler(opt, config, len(loader))
     weight = class_weights(labels.to(device).long(), num_classes) if config.balanced_loss \
         else None
     every = max(1, config.epochs // 10)

@@ -3,10 +3,12 @@
 Contract (see notes/CONTRACTS.md): the checkpoint's ``state_dict`` holds the online encoder under
 ``backbone.`` (the momentum encoder, ``momentum_backbone.``, and every other head are ignored);
 ``args.json`` beside the checkpoint holds the resolved pretraining config, from which
-``hosts.backbones.build_backbone(cfg["backbone"]["name"], cfg["data"]["dataset"],
-cfg["backbone"].get("kwargs"))`` rebuilds the architecture. Loading is strict: any missing,
-unexpected or mis-shaped key is an error, and a checkpoint without ``backbone.`` weights is
-never accepted.
+``hosts.backbones.build_backbone_from_cfg(cfg)`` rebuilds the architecture: ``backbone.name``,
+``backbone.kwargs``, ``data.dataset`` and the stem (``backbone.stem``,
+``backbone.cifar_stem_padding``; an older ``args.json`` without them means ``auto`` and padding 2,
+what pretraining built then). Loading is strict: any missing, unexpected or mis-shaped key is an
+error, and a checkpoint without ``backbone.`` weights is never accepted. (A stem padding differs
+in no weight's shape, so only reading the keys makes evaluation use the pretrained one.)
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from ..hosts.backbones import build_backbone
+from ..hosts.backbones import STEMS, build_backbone_from_cfg, stem_settings
 
 PathLike = Union[str, os.PathLike]
 BACKBONE_PREFIX = "backbone."
@@ -64,6 +66,14 @@ def load_args(ckpt_path: PathLike, args_path: Optional[PathLike] = None) -> Dict
     if kwargs is not None and not isinstance(kwargs, dict):
         raise ValueError(f"pretrained checkpoint: {args_path} backbone.kwargs must be an object "
                          f"or null, got {type(kwargs).__name__}")
+    stem, padding = cfg["backbone"].get("stem"), cfg["backbone"].get("cifar_stem_padding")
+    if stem is not None and stem not in STEMS:
+        raise ValueError(f"pretrained checkpoint: {args_path} backbone.stem must be one of "
+                         f"{list(STEMS)} or absent, got {stem!r}")
+    if padding is not None and (isinstance(padding, bool) or not isinstance(padding, int)
+                                or padding < 0):
+        raise ValueError(f"pretrained checkpoint: {args_path} backbone.cifar_stem_padding must "
+                         f"be an int >= 0 or absent, got {padding!r}")
     return cfg
 
 
@@ -113,15 +123,17 @@ def load_pretrained_backbone(
     cfg = load_args(ckpt, args_path)
     state = backbone_state_dict(_read_state_dict(ckpt, weights_only), source=str(ckpt))
     name, dataset = cfg["backbone"]["name"], cfg["data"]["dataset"]
-    backbone = build_backbone(name, dataset, cfg["backbone"].get("kwargs"))
+    backbone = build_backbone_from_cfg(cfg)
     try:
         result = backbone.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatches raise even with strict=False
         raise ValueError(f"pretrained checkpoint: {ckpt} does not fit backbone {name!r} built "
                          f"from {args_path or ckpt.parent / ARGS_FILE}: {err}") from err
     if result.missing_keys or result.unexpected_keys:
+        stem, padding = stem_settings(cfg["backbone"])
         raise ValueError(f"pretrained checkpoint: {ckpt} does not match backbone {name!r} "
-                         f"(dataset {dataset!r}): missing keys {result.missing_keys[:10]}, "
+                         f"(dataset {dataset!r}, stem {stem!r}, CIFAR stem padding {padding}): "
+                         f"missing keys {result.missing_keys[:10]}, "
                          f"unexpected keys {result.unexpected_keys[:10]}")
     return backbone.eval(), cfg
 

@@ -10,13 +10,17 @@ Loss: cross-entropy ``-log softmax(logits)_y``, averaged over the mini-batch; wi
 weighted mean ``sum_i w_i l_i / sum_i w_i`` (``torch.nn.CrossEntropyLoss(weight=...)``).
 
 Optimisation: SGD (momentum, optional Nesterov) or AdamW, ``epochs`` passes over shuffled
-mini-batches, learning rate annealed per step by a cosine from ``lr`` to 0:
-``lr_t = lr * (1 + cos(pi * t / T_total)) / 2``. Everything random (init, shuffling) comes from
+mini-batches, learning rate annealed by a cosine from ``lr`` to 0, per step
+(``lr_interval: step``, default): ``lr_t = lr * (1 + cos(pi * t / T_total)) / 2``, or per epoch
+(``lr_interval: epoch``, constant within an epoch, the MTTV authors' probe, their
+``utils.adjust_learning_rate``): ``lr_e = lr * (1 + cos(pi * e / epochs)) / 2`` for epoch
+``e = 0 .. epochs - 1``. Everything random (init, shuffling) comes from
 a ``torch.Generator`` seeded with ``seed``; the global RNG is not touched.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Optional
 
@@ -27,6 +31,7 @@ from torch import nn
 from solo_multiview.config.schema import setting
 
 OPTIMIZERS = ("sgd", "adamw")
+LR_INTERVALS = ("step", "epoch")
 
 
 @dataclass
@@ -43,6 +48,7 @@ class LinearProbeConfig:
     standardize: bool = True
     balanced_loss: bool = False
     seed: int = 0
+    lr_interval: str = "step"
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -55,6 +61,9 @@ class LinearProbeConfig:
             raise ValueError(f"linear probe lr: must be > 0, got {self.lr}")
         if self.weight_decay < 0:
             raise ValueError(f"linear probe weight_decay: must be >= 0, got {self.weight_decay}")
+        if self.lr_interval not in LR_INTERVALS:
+            raise ValueError(f"linear probe lr_interval: unknown {self.lr_interval!r}; choose "
+                             f"one of {list(LR_INTERVALS)}")
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -70,14 +79,30 @@ class ProbeOptimizerConfig:
     name: str = setting(LinearProbeConfig.optimizer, "sgd (momentum, optional Nesterov) | adamw",
                         choices=OPTIMIZERS)
     batch_size: int = setting(LinearProbeConfig.batch_size, "probe mini-batch size", minimum=1)
-    lr: float = setting(LinearProbeConfig.lr, "initial learning rate, cosine-annealed per step "
-                        "to 0 (not scaled by the batch size)", above=0)
+    lr: float = setting(LinearProbeConfig.lr, "initial learning rate, cosine-annealed to 0 "
+                        "(per lr_interval; not scaled by the batch size)", above=0)
     weight_decay: float = setting(LinearProbeConfig.weight_decay, "weight decay of W and b",
                                   minimum=0)
     momentum: float = setting(LinearProbeConfig.momentum, "SGD momentum (sgd only)", minimum=0,
                               below=1)
     nesterov: bool = setting(LinearProbeConfig.nesterov, "Nesterov momentum (sgd only; needs "
                              "momentum > 0)")
+    lr_interval: str = setting(LinearProbeConfig.lr_interval, "cosine annealing per step, or "
+                               "per epoch (constant within an epoch: the MTTV authors' probe)",
+                               choices=LR_INTERVALS)
+
+
+def probe_scheduler(
+    opt: torch.optim.Optimizer, config: LinearProbeConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The probe's cosine schedule (module docstring), stepped after every optimizer step in
+    both intervals."""
+    if config.lr_interval == "step":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            opt, T_max=config.epochs * steps_per_epoch)
+    per_epoch = max(1, int(steps_per_epoch))
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda t: (1 + math.cos(math.pi * (t // per_epoch) / config.epochs)) / 2)
 
 class LinearProbe(nn.Module):
     """Standardisation buffers plus the trained ``nn.Linear`` head."""
@@ -171,7 +196,7 @@ def train_linear_probe(
     else:
         opt = torch.optim.AdamW(probe.head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = -(-x.shape[0] // cfg.batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
+    sched = probe_scheduler(opt, cfg, steps_per_epoch)
     weight = class_weights(y, num_classes) if cfg.balanced_loss else None
 
     probe.train()

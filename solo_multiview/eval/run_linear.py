@@ -33,7 +33,8 @@ def probe_config(cfg: omegaconf.DictConfig) -> LinearProbeConfig:
         optimizer=str(cfg.optimizer.name), lr=float(cfg.optimizer.lr),
         momentum=float(cfg.optimizer.momentum), nesterov=bool(cfg.optimizer.nesterov),
         weight_decay=float(cfg.optimizer.weight_decay), standardize=bool(cfg.probe.standardize),
-        balanced_loss=bool(cfg.probe.balanced_loss), seed=int(cfg.seed))
+        balanced_loss=bool(cfg.probe.balanced_loss), seed=int(cfg.seed),
+        lr_interval=str(cfg.optimizer.lr_interval))
 
 
 def evaluate_linear(prep: PreparedEval) -> EvalResult:

@@ -12,8 +12,7 @@ import functools
 import importlib.util
 from dataclasses import dataclass
 
-from solo_multiview.hosts.contract import BaseMomentumMethod as MomentumContract
-from solo_multiview.hosts.guard import TrainingGuard
+from solo_multiview.hosts.contract import KViewMomentumMethod
 from solo_multiview.hosts.keys import HOSTS
 
 
@@ -58,15 +57,15 @@ def compose(method: type, host_name: str) -> type:
 
     The class is named ``<Method>__<host>`` and lives, for pickling, as an attribute of
     ``solo_multiview.methods`` (its module-level ``__getattr__`` rebuilds it on demand). The
-    training guard of ``hosts/guard.py`` (non-finite loss policy, momentum schedule after a
-    resume) is the composed class's first base, in front of the method's own hooks."""
+    training guard (``hosts/guard.py``) is a callback the contract attaches, not a base."""
     return _compose(method, resolve_host_name(host_name))
 
 
 @functools.cache
 def _compose(method: type, host_name: str) -> type:
     host = get_host(host_name)
-    base = host.base_momentum_method if issubclass(method, MomentumContract) else host.base_method
+    momentum = issubclass(method, KViewMomentumMethod)
+    base = host.base_momentum_method if momentum else host.base_method
     name = f"{method.__name__}__{host.name}"
-    return type(name, (TrainingGuard, method, base),
+    return type(name, (method, base),
                 {"__module__": "solo_multiview.methods", "__qualname__": name})

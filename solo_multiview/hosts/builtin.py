@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from solo_multiview.hosts.backbones import build_backbone
+from solo_multiview.hosts.backbones import build_backbone, stem_settings
 from solo_multiview.hosts.multiview_step import MultiViewStepMixin
 from solo_multiview.hosts.online_knn import OnlineKNN
 from solo_multiview.hosts.optim import (
@@ -31,15 +31,18 @@ from solo_multiview.hosts.optim import (
 )
 
 
-def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, ks: Sequence[int]) -> List[float]:
-    """Top-k accuracies in percent, ignoring targets equal to -1."""
-    valid = targets != -1
-    logits, targets = logits[valid], targets[valid]
-    if targets.numel() == 0:
-        return [torch.zeros((), device=logits.device) for _ in ks]
+def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor,
+                  ks: Sequence[int]) -> List[torch.Tensor]:
+    """Top-k accuracies in percent (0-d tensors on the logits' device), ignoring targets equal
+    to -1; 0 when no target is labelled.
+
+    A masked mean, not boolean indexing: the shapes do not depend on the data, so nothing waits
+    for the device (a -1 target never equals a predicted class, and its row has weight 0)."""
+    valid = (targets != -1).float()
+    count = valid.sum().clamp(min=1.0)
     top = logits.topk(max(ks), dim=1).indices
     hits = top == targets[:, None]
-    return [hits[:, :k].any(dim=1).float().mean() * 100 for k in ks]
+    return [(hits[:, :k].any(dim=1).float() * valid).sum() / count * 100 for k in ks]
 
 
 class BaseMethod(MultiViewStepMixin, pl.LightningModule):
@@ -53,7 +56,8 @@ class BaseMethod(MultiViewStepMixin, pl.LightningModule):
         self.backbone_name: str = cfg.backbone.name
         self.backbone_args: Dict[str, Any] = cfg.backbone.kwargs
         self.backbone: nn.Module = build_backbone(
-            cfg.backbone.name, cfg.data.dataset, cfg.backbone.kwargs, cfg.method
+            cfg.backbone.name, cfg.data.dataset, cfg.backbone.kwargs, cfg.method,
+            *stem_settings(cfg.backbone),
         )
         self.features_dim: int = self.backbone.num_features
 
@@ -243,7 +247,9 @@ class BaseMomentumMethod(BaseMethod):
         if self.trainer.global_step > self.last_step:
             for online, target in self.momentum_pairs:
                 self.momentum_updater.update(online, target)
-            self.log("tau", self.momentum_updater.cur_tau)
+            # a CPU tensor: Lightning keeps the logged value where it is (a Python float would
+            # be copied to the device every step, and that copy waits for the queued kernels)
+            self.log("tau", torch.tensor(self.momentum_updater.cur_tau, dtype=torch.float32))
             self.momentum_updater.update_tau(
                 cur_step=self.trainer.global_step,
                 max_steps=self.trainer.estimated_stepping_batches,

@@ -1,9 +1,9 @@
 """The host contract: what a method may rely on from the base class it is built on, and what a
 method declares. The architecture is written down in docs/architecture.md.
 
-A method is written once, as a subclass of :class:`BaseMethod` or :class:`BaseMomentumMethod`
-below, in solo-learn's style (``super().__init__(cfg)``, ``learnable_params``, ``forward``,
-``training_step`` calling ``super().training_step``). :func:`solo_multiview.hosts.compose` puts the
+A method is written once, as a subclass of :class:`KViewMethod` or
+:class:`KViewMomentumMethod` below, in solo-learn's style (``super().__init__(cfg)``, its heads,
+its loss call ``kview_loss``). :func:`solo_multiview.hosts.compose` puts the
 host's real base class behind these in the MRO, so ``super()`` inside a method reaches either
 solo-learn's ``solo.methods.base.BaseMethod`` or the built-in one (``hosts/builtin.py``).
 
@@ -45,13 +45,16 @@ What every host provides (solo-learn's names and meanings):
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from solo_multiview.config.schema import ConfigError
 from solo_multiview.data.augmentations import count_crops
 from solo_multiview.data.views import ViewKwargs, ViewSpec
+from solo_multiview.hosts.guard import NonFiniteGuard
 from solo_multiview.hosts.keys import MomentumConfig
 
 
@@ -67,10 +70,16 @@ def check_pairs_cfg(cfg: Any) -> None:
         )
 
 
-class BaseMethod:
-    """Marker base for K-view methods; the host's base class is placed behind it."""
+class KViewMethod:
+    """What every K-view method is built on; the host's base class is placed behind it. It
+    holds the method's declarations (below), the projector (and predictor) outputs and the
+    step's loss call and logging."""
 
     host_kind = "base"
+    #: ``z`` is L2-normalised (MoCo)
+    normalize_projection = False
+    #: the predictor keeps a constant learning rate under the schedule (SimSiam)
+    predictor_static_lr = False
     Kwargs: type = ViewKwargs
     Momentum: Optional[type] = None
     #: whether the loss has a place for small crops (multi-crop)
@@ -95,11 +104,63 @@ class BaseMethod:
         """The host's batched step (online classifier included), then the method's loss."""
         out = super().training_step(batch, batch_idx)  # type: ignore[misc]
         loss, stats = self.kview_loss(out, batch)
-        self.log_dict(  # type: ignore[attr-defined]
-            {f"train_{self.loss_name}_loss": loss, **{f"train_{k}": v for k, v in stats.items()}},
-            on_epoch=True, sync_dist=True,
-        )
+        self.record({f"train_{self.loss_name}_loss": loss,
+                     **{f"train_{k}": v for k, v in stats.items()}})
         return loss + out["loss"]
+
+    # ------------------------------------------------------------ heads
+    # ``z = projector(feats)``, ``p = predictor(z)`` where the method has a predictor (under MIMV
+    # the host step applies the predictor to the fused projection instead)
+    def _project(self, out: Dict[str, Any], projector: nn.Module) -> Dict[str, Any]:
+        z = projector(out["feats"])
+        out["z"] = F.normalize(z, dim=-1) if self.normalize_projection else z
+        return out
+
+    def _predict(self, out: Dict[str, Any]) -> Dict[str, Any]:
+        if getattr(self, "predictor", None) is not None and self.view_spec.scheme != "pairs":
+            out["p"] = self.predictor(out["z"])
+        return out
+
+    @property
+    def learnable_params(self) -> List[Dict[str, Any]]:
+        groups = [{"name": "projector", "params": self.projector.parameters()}]
+        if getattr(self, "predictor", None) is not None:
+            groups.append({"name": "predictor", "params": self.predictor.parameters(),
+                           "static_lr": self.predictor_static_lr})
+        return super().learnable_params + groups  # type: ignore[misc]
+
+    def forward(self, X: torch.Tensor) -> Dict[str, Any]:
+        return self._predict(self._project(super().forward(X), self.projector))  # type: ignore
+
+    def multicrop_forward(self, X: torch.Tensor) -> Dict[str, Any]:
+        out = super().multicrop_forward(X)  # type: ignore[misc]
+        return self._predict(self._project(out, self.projector))
+
+    # ------------------------------------------------------------ logging and the guard
+    def record(self, values: Dict[str, Any]) -> None:
+        """Values of this training step to log (epoch means across ranks, solo-learn's
+        convention). They are logged at the end of the batch, after the training guard
+        (``hosts/guard.py``) has seen the loss: a skipped batch logs none of them."""
+        self.__dict__.setdefault("_step_logs", {}).update(values)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        logs = self.__dict__.pop("_step_logs", {})
+        if logs:
+            self.log_dict(logs, on_epoch=True, sync_dist=True)  # type: ignore[attr-defined]
+        super().on_train_batch_end(outputs, batch, batch_idx)  # type: ignore[misc]
+
+    def configure_callbacks(self) -> list:
+        """The training guard, attached by whichever runner trains the method."""
+        policy = self.cfg.get("nonfinite_loss", None) or "stop"  # type: ignore[attr-defined]
+        return [*super().configure_callbacks(), NonFiniteGuard(str(policy))]  # type: ignore[misc]
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)  # type: ignore[misc]
+        checkpoint["nonfinite_skipped"] = int(getattr(self, "nonfinite_skipped", 0))
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
+        self.nonfinite_skipped = int(checkpoint.get("nonfinite_skipped", 0))
 
     @classmethod
     def views(cls, cfg: Any) -> ViewSpec:
@@ -158,8 +219,18 @@ class BaseMethod:
             )
 
 
-class BaseMomentumMethod(BaseMethod):
-    """Marker base for K-view methods with an EMA target network."""
+class KViewMomentumMethod(KViewMethod):
+    """A K-view method with an EMA target network (``momentum_projector`` beside the
+    ``projector``)."""
 
     host_kind = "momentum"
     Momentum: Optional[type] = MomentumConfig
+
+    @property
+    def momentum_pairs(self) -> List[Tuple[nn.Module, nn.Module]]:
+        return super().momentum_pairs + [(self.projector, self.momentum_projector)]  # type: ignore
+
+    @torch.no_grad()
+    def momentum_forward(self, X: torch.Tensor) -> Dict[str, Any]:
+        out = super().momentum_forward(X)  # type: ignore[misc]
+        return self._project(out, self.momentum_projector)

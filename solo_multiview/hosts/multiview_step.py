@@ -142,21 +142,19 @@ class MultiViewStepMixin:
         return outs
 
     def log_classifier_metrics(self, out: Dict[str, Any], prefix: str) -> None:
-        """Logs an online classifier's ``loss``, ``acc1``, ``acc5`` as ``<prefix>_class_loss``,
-        ``<prefix>_acc1``, ``<prefix>_acc5`` (solo-learn's names), epoch means across ranks."""
-        self.log_dict(
-            {
-                f"{prefix}_class_loss": out["loss"],
-                f"{prefix}_acc1": out["acc1"],
-                f"{prefix}_acc5": out["acc5"],
-            },
-            on_epoch=True,
-            sync_dist=True,
-        )
+        """Records an online classifier's ``loss``, ``acc1``, ``acc5`` as ``<prefix>_class_loss``,
+        ``<prefix>_acc1``, ``<prefix>_acc5`` (solo-learn's names), logged at the end of the
+        batch (``record`` in ``hosts/contract.py``) as epoch means across ranks."""
+        self.record({
+            f"{prefix}_class_loss": out["loss"],
+            f"{prefix}_acc1": out["acc1"],
+            f"{prefix}_acc5": out["acc5"],
+        })
 
     def update_online_knn(self, feats: torch.Tensor, targets: torch.Tensor) -> None:
-        """Adds labelled training features to the online kNN bank (``knn_eval.enabled``);
-        targets of -1 (no label) are left out."""
+        """Adds the training features to the online kNN bank (``knn_eval.enabled``). Rows with
+        target -1 (no label) are dropped when the bank is read (``compute``, once per validation
+        epoch; ``hosts/online_knn.py``, solo-learn's through ``solo_compat``), not here: boolean
+        indexing has a data-dependent size, so it would wait for the device every step."""
         if getattr(self, "knn_eval", False):
-            mask = targets != -1
-            self.knn(train_features=feats[mask].detach(), train_targets=targets[mask])
+            self.knn(train_features=feats.detach(), train_targets=targets.detach())

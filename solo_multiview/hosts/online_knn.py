@@ -1,7 +1,8 @@
 """Online weighted kNN monitor of the built-in host (solo-learn's ``knn_eval``).
 
-Training features of the epoch form the memory bank, validation features are classified against
-it; states are torchmetrics list states, so they are gathered across ranks at ``compute``."""
+Training features of the epoch form the memory bank (rows with target -1 are dropped at
+``compute``), validation features are classified against it; states are torchmetrics list
+states, so they are gathered across ranks at ``compute``."""
 
 from __future__ import annotations
 
@@ -13,6 +14,14 @@ from torchmetrics.utilities import dim_zero_cat
 
 from solo_multiview.eval.knn import knn_scores
 from solo_multiview.eval.metrics import topk_accuracy
+
+
+def labelled_rows(features: torch.Tensor,
+                  targets: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The bank rows whose target is not -1 (unlabelled rows enter the bank unfiltered, so the
+    training step does not wait for the device; they are dropped here, once per ``compute``)."""
+    keep = targets != -1
+    return features[keep], targets[keep]
 
 
 class OnlineKNN(Metric):
@@ -43,11 +52,14 @@ class OnlineKNN(Metric):
         """Top-1 and top-5 kNN accuracy (percent); -1 when a bank is empty."""
         if not self.train_features or not self.test_features:
             return torch.tensor(-1.0), torch.tensor(-1.0)
-        train_targets = dim_zero_cat(self.train_targets)
+        train_features, train_targets = labelled_rows(dim_zero_cat(self.train_features),
+                                                      dim_zero_cat(self.train_targets))
+        if train_targets.numel() == 0:
+            return torch.tensor(-1.0), torch.tensor(-1.0)
         test_targets = dim_zero_cat(self.test_targets)
         num_classes = int(max(train_targets.max(), test_targets.max())) + 1
         scores = knn_scores(
-            dim_zero_cat(self.train_features), train_targets, dim_zero_cat(self.test_features),
+            train_features, train_targets, dim_zero_cat(self.test_features),
             num_classes=num_classes, k=self.k, temperature=self.temperature,
         )
         return (torch.tensor(topk_accuracy(scores, test_targets, 1)),

@@ -191,10 +191,19 @@ def build_scheduler(
 
 
 def ema_update(online: nn.Module, target: nn.Module, tau: float) -> None:
-    """target <- tau * target + (1 - tau) * online, parameter by parameter."""
+    """target <- tau * target + (1 - tau) * online for every parameter (paired in order, as
+    ``zip(online.parameters(), target.parameters())``; buffers are not touched), as two fused
+    multi-tensor operations (``torch._foreach_mul_`` then ``torch._foreach_add_``: the same
+    arithmetic as ``p.mul_(tau).add_(o, alpha=1 - tau)`` per parameter, a few kernel launches
+    instead of two per parameter)."""
+    pairs = list(zip(online.parameters(), target.parameters()))
+    if not pairs:
+        return
     with torch.no_grad():
-        for p_online, p_target in zip(online.parameters(), target.parameters()):
-            p_target.mul_(tau).add_(p_online.detach(), alpha=1 - tau)
+        targets = [p_target for _, p_target in pairs]
+        torch._foreach_mul_(targets, tau)
+        torch._foreach_add_(targets, [p_online.detach() for p_online, _ in pairs],
+                            alpha=1 - tau)
 
 
 def cosine_tau(base_tau: float, final_tau: float, step: int, max_steps: int) -> float:

@@ -55,7 +55,15 @@ local anchors x global candidates), ``pos_cos`` (mean ``s_ip``), ``neg_cos`` (me
 (Wang & Isola, alpha = 2: mean ``||u_i - u_p||^2`` over positive pairs of the normalised
 embeddings, i.e. ``2 - 2 pos_cos``), ``uniformity`` (``log mean exp(-2 ||u_i - u_a||^2)`` over
 distinct pairs, t = 2). The authors compute the last two on unnormalised embeddings; here they use
-the normalised ones, as Wang & Isola define them.
+the normalised ones, as Wang & Isola define them. The official form adds
+``nonpositive_denominators``: the number of rows (over all ranks) whose denominator is <= 0; a
+caller that wants to stop on them (``methods/mttv.py`` does) reads it, one host sync per step.
+The stats are masked sums and counts known on the host, so computing them does not synchronise.
+
+Precision: half-precision inputs are promoted to float32 and the similarities, exponentials and
+sums run with autocast off (float64 inputs stay float64), so the loss is float32 under
+``bf16-mixed`` / ``16-mixed`` too: ``exp(1/t)`` minus a sum of up to 4MW terms is a cancellation
+that half precision cannot carry.
 """
 
 from __future__ import annotations
@@ -81,6 +89,12 @@ MTTV_FORMS = ("principled", "official")
 OFFICIAL_BAND = BandFilter(0.1, 0.9)
 
 
+class OfficialFormError(RuntimeError):
+    """The official form of the loss is undefined at this step (a denominator <= 0); the message
+    is one line that says why and what to do. The pretraining entry point prints it as
+    ``error: ...`` and exits with code 2 (no traceback)."""
+
+
 def mttv_infonce(
     z_online: torch.Tensor,
     z_target: torch.Tensor,
@@ -100,7 +114,7 @@ def mttv_infonce(
 
     Returns:
         ``(loss, stats)`` with stats ``filtered_fraction, pos_cos, neg_cos, alignment,
-        uniformity``.
+        uniformity`` (and ``nonpositive_denominators`` in the official form).
     """
     t = check_temperature(temperature)
     if form not in MTTV_FORMS:
@@ -111,8 +125,22 @@ def mttv_infonce(
             f"{tuple(z_online.shape)} and {tuple(z_target.shape)}"
         )
     M = z_online.shape[0]
-    zo = F.normalize(z_online, dim=-1)
-    zt = F.normalize(z_target.detach(), dim=-1)
+    with torch.autocast(device_type=z_online.device.type, enabled=False):
+        loss, stats = _mttv_infonce(z_online, z_target, t, band, form, M)
+    return loss, stats
+
+
+def _fp32(z: torch.Tensor) -> torch.Tensor:
+    return z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
+
+
+def _mttv_infonce(
+    z_online: torch.Tensor, z_target: torch.Tensor, t: float, band: Optional[BandFilter],
+    form: str, M: int,
+) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    """:func:`mttv_infonce` after its checks, under ``autocast(enabled=False)``."""
+    zo = F.normalize(_fp32(z_online), dim=-1)
+    zt = F.normalize(_fp32(z_target.detach()), dim=-1)
     rank, world = rank_and_world()
     all_o = gather_with_grad(zo)
     all_t = gather_no_grad(zt)
@@ -133,6 +161,7 @@ def mttv_infonce(
     pos_kept = keep[rows, pos_col]
     pos_sim = sim[rows, pos_col]
 
+    extra: Dict[str, torch.Tensor] = {}
     if form == "principled":
         logits = sim / t
         per_anchor = masked_logsumexp(logits, keep & ~self_mask) - pos_sim / t
@@ -142,6 +171,8 @@ def mttv_infonce(
         denom = torch.where(keep, scaled, torch.zeros_like(scaled)).sum(dim=1) - 1.0
         numer = torch.where(pos_kept, torch.exp((pos_sim - 1.0) / t), torch.zeros_like(pos_sim))
         ratios = numer / denom
+        bad = (denom.detach() <= 0).sum().to(sim.dtype)
+        extra["nonpositive_denominators"] = bad if world == 1 else all_reduce_no_grad(bad)
         if world == 1:
             loss = -torch.log(ratios.mean())
         else:  # exact under DDP (module docstring)
@@ -157,11 +188,16 @@ def mttv_infonce(
         neg_mask[rows, pos_col] = False
         sq_dist = (2.0 - 2.0 * sim).clamp(min=0.0)
         n_off = max(sim.numel() - 2 * M, 1)
+        n_neg = max(sim.numel() - 4 * M, 1)  # neither self nor positive (p(i) != i always)
+        zero = torch.zeros((), dtype=sim.dtype, device=sim.device)
         stats = {
             "filtered_fraction": (~keep & off_diag).sum().float() / n_off,
             "pos_cos": pos_sim.mean(),
-            "neg_cos": sim[neg_mask].mean(),
+            "neg_cos": torch.where(neg_mask, sim, zero).sum() / n_neg,
             "alignment": (2.0 - 2.0 * pos_sim).clamp(min=0.0).mean(),
-            "uniformity": torch.logsumexp(-2.0 * sq_dist[off_diag], dim=0) - math.log(n_off),
+            "uniformity": torch.logsumexp(
+                torch.where(off_diag, -2.0 * sq_dist, zero - math.inf).flatten(), dim=0
+            ) - math.log(n_off),
+            **extra,
         }
     return loss, stats

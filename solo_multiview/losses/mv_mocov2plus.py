@@ -34,6 +34,9 @@ without gradient, times the world size W), so the rank-averaged loss and DDP's a
 equal the single-process loss on the global batch, also when the filter keeps different numbers
 of terms on different ranks.
 
+Precision: the similarities (and so the filter's mask) are computed in float32 with autocast off,
+half-precision queries, keys and queue promoted (a bfloat16 cosine is quantised by about 0.004).
+
 Stats (detached): ``filtered_fraction`` (removed logits / all logits, positives included),
 ``num_positives`` (terms that contribute, local).
 """
@@ -83,6 +86,17 @@ def mv_mocov2plus_loss(
             f"mv_mocov2plus_loss: queue must have shape (K={K}, d={d}, queue_size); got "
             f"{tuple(queue.shape)}"
         )
+    # similarities in float32 even under autocast: a bfloat16 cosine is quantised by ~0.004,
+    # which moves entries across the band filter's thresholds
+    with torch.autocast(device_type=q.device.type, enabled=False):
+        return _mocov2plus(*(x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+                             for x in (q, k, queue)), t, band)
+
+
+def _mocov2plus(
+    q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, t: float, band: Optional[BandFilter]
+) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    K, _, d = q.shape
     q = F.normalize(q, dim=-1)
     k = F.normalize(k.detach(), dim=-1)
     queue = F.normalize(queue.detach(), dim=1)

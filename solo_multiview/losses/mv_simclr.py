@@ -24,6 +24,9 @@ is removed also loses its numerator term, so ``P(i)`` shrinks to the kept positi
 denominator runs over ``{a != i : keep_ia}``. An anchor left with no positive does not contribute;
 the loss is the mean over the remaining anchors (a zero that keeps the graph if none remain).
 
+Precision: the similarities (and so the filter's mask) are computed in float32 with autocast off,
+half-precision inputs promoted (a bfloat16 cosine is quantised by about 0.004).
+
 Distributed: each rank scores its local anchors against the candidates of all ranks and divides
 by the *global* number of contributing anchors (all-reduced without gradient, times the world
 size W; :func:`.distributed.global_weighted_mean`), so the mean of the per-rank losses (what DDP's
@@ -77,6 +80,17 @@ def mv_nt_xent(
         raise ValueError(
             f"mv_nt_xent: indexes must have shape ({z.shape[0]},); got {tuple(indexes.shape)}"
         )
+    # similarities in float32 even under autocast: a bfloat16 cosine is quantised by ~0.004,
+    # which moves entries across the band filter's thresholds
+    with torch.autocast(device_type=z.device.type, enabled=False):
+        if z.dtype in (torch.float16, torch.bfloat16):
+            z = z.float()
+        return _mv_nt_xent(z, indexes, t, band)
+
+
+def _mv_nt_xent(
+    z: torch.Tensor, indexes: torch.Tensor, t: float, band: Optional[BandFilter]
+) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
     n = z.shape[0]
     z = F.normalize(z, dim=-1)
     all_z = gather_with_grad(z)

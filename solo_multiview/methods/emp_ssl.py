@@ -10,10 +10,9 @@ import torch
 
 from solo_multiview.config.schema import setting
 from solo_multiview.data.views import ViewKwargs
-from solo_multiview.hosts.contract import BaseMethod
+from solo_multiview.hosts.contract import KViewMethod
 from solo_multiview.losses.emp_ssl import emp_ssl_loss
 from solo_multiview.methods.heads import mlp
-from solo_multiview.methods.projection import ProjectorOutputs
 
 
 @dataclass
@@ -26,7 +25,7 @@ class EMPSSLKwargs(ViewKwargs):
                                        "(default: the authors' --patch_sim)", minimum=0)
 
 
-class EMPSSL(ProjectorOutputs, BaseMethod):
+class EMPSSL(KViewMethod):
     """EMP-SSL (Tong, Chen, Ma and LeCun, arXiv 2304.03977; authors' code tsb0601/EMP-SSL;
     ``losses/emp_ssl.py``). With ``Z_k`` the (N, d) unit embeddings of view k over the global
     batch and ``zbar_b`` the mean view of image b:

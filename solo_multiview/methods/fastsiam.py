@@ -10,14 +10,13 @@ import torch
 
 from solo_multiview.config.schema import setting
 from solo_multiview.data.views import ViewKwargs
-from solo_multiview.hosts.contract import BaseMethod
+from solo_multiview.hosts.contract import KViewMethod
 from solo_multiview.losses.fastsiam import fastsiam_loss
 from solo_multiview.methods.mv_simsiam import (
     simsiam_predictor,
     simsiam_projector,
     simsiam_two_view,
 )
-from solo_multiview.methods.projection import ProjectorOutputs
 
 
 @dataclass
@@ -28,7 +27,7 @@ class FastSiamKwargs(ViewKwargs):
     pred_hidden_dim: int = setting(help="hidden width of the predictor", minimum=1)
 
 
-class FastSiam(ProjectorOutputs, BaseMethod):
+class FastSiam(KViewMethod):
     """FastSiam: the prediction of every crop is pulled towards the *mean* of the stop-gradient
     projections of the other large crops of its image (``losses/fastsiam.py``):
 

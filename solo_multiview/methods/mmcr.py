@@ -10,11 +10,10 @@ import torch
 
 from solo_multiview.config.schema import setting
 from solo_multiview.data.views import ViewKwargs
-from solo_multiview.hosts.contract import BaseMethod
+from solo_multiview.hosts.contract import KViewMethod
 from solo_multiview.losses.mmcr import mmcr_loss
 from solo_multiview.methods.heads import mlp
 from solo_multiview.methods.mv_infonce import frozen_zero_bias
-from solo_multiview.methods.projection import ProjectorOutputs
 
 
 @dataclass
@@ -25,7 +24,7 @@ class MMCRKwargs(ViewKwargs):
                            "--lmbda default)", minimum=0)
 
 
-class MMCR(ProjectorOutputs, BaseMethod):
+class MMCR(KViewMethod):
     """MMCR (Yerxa, Kuang, Simoncelli and Chung, NeurIPS 2023; authors' code ThomasYerxa/mmcr;
     ``losses/mmcr.py``). With ``c_b`` the mean of the K L2-normalised views of image b, ``C`` the
     (N, d) matrix of the centroids of the global batch and ``Z_b`` the (K, d) views of b:

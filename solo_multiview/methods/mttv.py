@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -9,19 +11,18 @@ import omegaconf
 import torch
 
 from solo_multiview.config.schema import ConfigError, section, setting
-from solo_multiview.data.views import PARTNERS, ROLES, ViewKwargs, ViewSpec
-from solo_multiview.hosts.contract import BaseMomentumMethod
+from solo_multiview.data.views import PARTNERS, ROLES, NumViewsKwargs, ViewSpec
+from solo_multiview.hosts.contract import KViewMomentumMethod
 from solo_multiview.hosts.keys import MomentumConfig
-from solo_multiview.losses.mttv import MTTV_FORMS, mttv_infonce
+from solo_multiview.losses.mttv import MTTV_FORMS, OfficialFormError, mttv_infonce
 from solo_multiview.methods.heads import mlp
 from solo_multiview.methods.options import EnabledFilterKwargs, band_filter
-from solo_multiview.methods.projection import MomentumProjectorOutputs
 
 FUSIONS = ("sum", "concat")
 
 
 @dataclass
-class MTTVKwargs(ViewKwargs):
+class MTTVKwargs(NumViewsKwargs):
     num_views: int = setting(1, "K: partner images per anchor (the paper's default is 1)",
                              minimum=1)
     proj_hidden_dim: Optional[int] = setting(None, "projector hidden width (null: the "
@@ -47,7 +48,7 @@ class MTTVMomentum(MomentumConfig):
                                minimum=0, maximum=1)
 
 
-class MTTV(MomentumProjectorOutputs, BaseMomentumMethod):
+class MTTV(KViewMomentumMethod):
     """More Than Two Views (MIMV): fuse an image with a random partner image, contrast the fusion.
 
     For each anchor x, K = ``num_views`` partners y are drawn uniformly from the (long-tailed)
@@ -62,7 +63,10 @@ class MTTV(MomentumProjectorOutputs, BaseMomentumMethod):
     with (+) a sum (default) or a concatenation. (z_m, z'_m) is the positive pair and every other
     fused embedding of the (global) batch a negative; the loss is the filtered InfoNCE of
     ``losses/mttv.py`` at temperature 0.3, with similarities outside the band [0.1, 0.9] removed
-    (``form: principled`` by default; ``form: official`` reproduces the authors' loss).
+    (``form: principled`` by default; ``form: official`` reproduces the authors' loss; a step
+    where one of its denominators is <= 0 stops the run with :class:`OfficialFormError`, one
+    line that main_pretrain.py prints as ``error: ...``; parsing warns when the batch makes
+    that likely, :meth:`small_batch_warning`).
 
     Each branch makes two backbone calls, one per view type (normalised, augmented), each on all
     B*K pairs at once: the official code forwards the two view types separately, so BatchNorm
@@ -100,7 +104,7 @@ class MTTV(MomentumProjectorOutputs, BaseMomentumMethod):
     def views(cls, cfg: Any) -> ViewSpec:
         kwargs = cfg.method_kwargs
         return ViewSpec(num_views=int(kwargs.num_views), scheme="pairs", partner=kwargs.partner,
-                        roles=kwargs.views)
+                        roles=kwargs.views, fusion=kwargs.get("fusion", "sum"))
 
     @classmethod
     def check_cfg(cls, cfg: Any) -> None:
@@ -113,6 +117,50 @@ class MTTV(MomentumProjectorOutputs, BaseMomentumMethod):
                 "method_kwargs.num_views views per image itself (x_n, y_a, x_a, y_n per pair)"
             )
         super().check_cfg(cfg)
+        warning = cls.small_batch_warning(cfg)
+        if warning:
+            warnings.warn(warning, stacklevel=2)
+
+    @classmethod
+    def small_batch_warning(cls, cfg: Any) -> Optional[str]:
+        """A warning when ``form: official`` with the band filter runs with so few embeddings
+        per step that a denominator <= 0 is likely: fewer than ``4 exp(1/t)`` (112 at t = 0.3;
+        the digits quickstart at t = 0.3 stops at step 0 with 32 and runs with 64)."""
+        kwargs = cfg.method_kwargs
+        if kwargs.form != "official" or not kwargs.filter.enabled:
+            return None
+        from solo_multiview.training.devices import count_devices
+
+        world = count_devices(cfg.devices, cfg.accelerator) * int(cfg.get("num_nodes", 1) or 1)
+        rows = 2 * int(cfg.optimizer.batch_size) * int(kwargs.num_views) * world
+        limit = 4 * math.exp(1 / float(kwargs.temperature))
+        if rows >= limit:
+            return None
+        return (f"method_kwargs.form=official with {rows} embeddings per step (2 x "
+                f"optimizer.batch_size={cfg.optimizer.batch_size} x num_views="
+                f"{kwargs.num_views} x {world} device(s)), fewer than 4 exp(1/t) = {limit:.0f}: "
+                f"the official loss subtracts exp(1/t) from each row's sum after the band "
+                "already removed the self-similarity, so rows with a denominator <= 0 are likely "
+                "and the run would stop there; use method_kwargs.form=principled or a larger "
+                "batch")
+
+    def official_failure(self, bad: int, pairs: int) -> str:
+        """The one line of :class:`OfficialFormError` (``bad`` rows of all ranks)."""
+        trainer = getattr(self, "_trainer", None)
+        world = int(trainer.world_size) if trainer is not None else 1
+        step = f" at global step {trainer.global_step}" if trainer is not None else ""
+        rows = 2 * pairs * world
+        band = ("the band filter already removed the self-similarity (cos 1 > "
+                f"{self.band.high:g})" if self.band is not None else
+                "with the filter off it stands for the self term, exact only when cos = 1")
+        return (f"method_kwargs.form=official: {bad} of {rows} rows have a denominator <= 0"
+                f"{step} (optimizer.batch_size={self.cfg.optimizer.batch_size} anchors x "
+                f"{self.num_pairs} pair(s) x {world} device(s) -> {rows} embeddings). The "
+                f"official loss subtracts exp(1/t) = {math.exp(1 / self.temperature):.4g} from "
+                f"each row's sum of kept exp(s/t), and {band}, so a row whose kept "
+                "similarities add up to less than exp(1/t) has no valid ratio (a NaN or "
+                "negative term); use method_kwargs.form=principled, or a larger "
+                "optimizer.batch_size (the authors train with 1024)")
 
     def fuse(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return a + b if self.fusion == "sum" else torch.cat([a, b], dim=1)
@@ -138,11 +186,12 @@ class MTTV(MomentumProjectorOutputs, BaseMomentumMethod):
 
         loss, stats = mttv_infonce(z_online, z_target, self.temperature, band=self.band,
                                    form=self.form)
-        self.log_dict(
-            {"train_mttv_loss": loss, **{f"train_{name}": value for name, value in stats.items()}},
-            on_epoch=True,
-            sync_dist=True,
-        )
+        if self.form == "official":
+            bad = int(stats.pop("nonpositive_denominators"))  # one host sync per step
+            if bad:
+                raise OfficialFormError(self.official_failure(bad, z_online.shape[0]))
+        self.record({"train_mttv_loss": loss,
+                     **{f"train_{name}": value for name, value in stats.items()}})
         # the host step's bookkeeping, for the anchors' normalised views
         self.log_classifier_metrics(anchor, "train")
         self.update_online_knn(anchor["feats"], anchor_targets)

@@ -10,10 +10,9 @@ import torch
 
 from solo_multiview.config.schema import setting
 from solo_multiview.data.views import ViewKwargs
-from solo_multiview.hosts.contract import BaseMethod
+from solo_multiview.hosts.contract import KViewMethod
 from solo_multiview.losses.mv_barlow_twins import mv_barlow_twins_loss
 from solo_multiview.methods.heads import mlp
-from solo_multiview.methods.projection import ProjectorOutputs
 
 
 @dataclass
@@ -36,7 +35,7 @@ def barlow_two_view(method: Any, out: Dict[str, Any], batch: Sequence[Any]) -> t
     return method.scale_loss * (on_diag + method.lamb * off_diag)
 
 
-class MVBarlowTwins(ProjectorOutputs, BaseMethod):
+class MVBarlowTwins(KViewMethod):
     """K-view Barlow Twins (https://arxiv.org/abs/2103.03230 generalised to K views).
 
     Each view's projection z_k is standardised per feature over the (global) batch; for two views

@@ -12,10 +12,9 @@ import torch.nn.functional as F
 
 from solo_multiview.config.schema import setting
 from solo_multiview.data.views import ViewKwargs
-from solo_multiview.hosts.contract import BaseMomentumMethod
+from solo_multiview.hosts.contract import KViewMomentumMethod
 from solo_multiview.losses.mv_byol import mv_byol_loss
 from solo_multiview.methods.heads import mlp
-from solo_multiview.methods.projection import MomentumProjectorOutputs
 
 
 @dataclass
@@ -35,7 +34,7 @@ def byol_two_view(method: Any, out: Dict[str, Any], batch: Sequence[Any]) -> tor
             + 2 - 2 * F.cosine_similarity(p2, m1).mean())
 
 
-class MVBYOL(MomentumProjectorOutputs, BaseMomentumMethod):
+class MVBYOL(KViewMomentumMethod):
     """K-view BYOL (https://arxiv.org/abs/2006.07733 generalised to K views).
 
     The online network (backbone, projector, predictor) predicts, from every crop v, the

@@ -12,11 +12,10 @@ import torch.nn.functional as F
 
 from solo_multiview.config.schema import section, setting
 from solo_multiview.data.views import ViewKwargs
-from solo_multiview.hosts.contract import BaseMethod
+from solo_multiview.hosts.contract import KViewMethod
 from solo_multiview.losses.mv_dhel import mv_dhel_loss
 from solo_multiview.methods.mv_infonce import authors_projector
 from solo_multiview.methods.options import FilterKwargs, band_filter
-from solo_multiview.methods.projection import ProjectorOutputs
 
 
 @dataclass
@@ -44,7 +43,7 @@ def dhel_two_view(method: Any, out: Dict[str, Any], batch: Sequence[Any]) -> tor
     return loss.mean().to(out["z"][0].dtype)
 
 
-class MVDHEL(ProjectorOutputs, BaseMethod):
+class MVDHEL(KViewMethod):
     """MV-DHEL (Koromilas, Georgiou, Bouritsas, Giannakopoulos, Nicolaou and Panagakis,
     arXiv 2507.06979; authors' code pakoromilas/Multi-View-CL; ``losses/mv_dhel.py``, in log
     space). Alignment of all K views of an image, decoupled from the uniformity of each view over

@@ -11,11 +11,10 @@ from torch import nn
 
 from solo_multiview.config.schema import section, setting
 from solo_multiview.data.views import ViewKwargs
-from solo_multiview.hosts.contract import BaseMethod
+from solo_multiview.hosts.contract import KViewMethod
 from solo_multiview.losses.mv_infonce import MV_INFONCE_NEGATIVES, mv_infonce_loss
 from solo_multiview.methods.heads import mlp
 from solo_multiview.methods.options import FilterKwargs, band_filter
-from solo_multiview.methods.projection import ProjectorOutputs
 
 
 @dataclass
@@ -48,7 +47,7 @@ def frozen_zero_bias(layer: nn.Module) -> None:
     layer.bias.requires_grad_(False)
 
 
-class MVInfoNCE(ProjectorOutputs, BaseMethod):
+class MVInfoNCE(KViewMethod):
     """MV-InfoNCE (Koromilas, Georgiou, Bouritsas, Giannakopoulos, Nicolaou and Panagakis,
     arXiv 2507.06979; authors' code pakoromilas/Multi-View-CL; ``losses/mv_infonce.py``). Every
     image has one term, all its K (K - 1) positive pairs against the energy of all its views:

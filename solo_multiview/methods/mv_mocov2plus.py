@@ -12,12 +12,11 @@ import torch.nn.functional as F
 
 from solo_multiview.config.schema import ConfigError, section, setting
 from solo_multiview.data.views import ViewKwargs
-from solo_multiview.hosts.contract import BaseMomentumMethod
+from solo_multiview.hosts.contract import KViewMomentumMethod
 from solo_multiview.losses.distributed import gather_no_grad
 from solo_multiview.losses.mv_mocov2plus import mv_mocov2plus_loss
 from solo_multiview.methods.heads import mlp
 from solo_multiview.methods.options import FilterKwargs, band_filter
-from solo_multiview.methods.projection import MomentumProjectorOutputs
 
 
 @dataclass
@@ -45,7 +44,7 @@ def moco_two_view(method: Any, out: Dict[str, Any], batch: Sequence[Any]) -> tor
     return (info_nce(q1, k2, queue[1]) + info_nce(q2, k1, queue[0])) / 2
 
 
-class MVMoCoV2Plus(MomentumProjectorOutputs, BaseMomentumMethod):
+class MVMoCoV2Plus(KViewMomentumMethod):
     """K-view MoCo v2+ (https://arxiv.org/abs/2003.04297, solo-learn's symmetric "plus" variant,
     generalised to K views).
 

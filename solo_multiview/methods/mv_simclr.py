@@ -11,11 +11,10 @@ import torch.nn.functional as F
 
 from solo_multiview.config.schema import section, setting
 from solo_multiview.data.views import ViewKwargs
-from solo_multiview.hosts.contract import BaseMethod
+from solo_multiview.hosts.contract import KViewMethod
 from solo_multiview.losses.mv_simclr import mv_nt_xent
 from solo_multiview.methods.heads import mlp
 from solo_multiview.methods.options import FilterKwargs, band_filter
-from solo_multiview.methods.projection import ProjectorOutputs
 
 
 @dataclass
@@ -36,7 +35,7 @@ def nt_xent_two_view(method: Any, out: Dict[str, Any], batch: Sequence[Any]) -> 
     return F.cross_entropy(logits, target)
 
 
-class MVSimCLR(ProjectorOutputs, BaseMethod):
+class MVSimCLR(KViewMethod):
     """K-view SimCLR (https://arxiv.org/abs/2002.05709 generalised to K views).
 
     Every crop of an image is a positive of every other crop of that image; every crop of every

@@ -12,9 +12,8 @@ from torch import nn
 
 from solo_multiview.config.schema import setting
 from solo_multiview.data.views import ViewKwargs
-from solo_multiview.hosts.contract import BaseMethod
+from solo_multiview.hosts.contract import KViewMethod
 from solo_multiview.losses.mv_simsiam import mv_simsiam_loss
-from solo_multiview.methods.projection import ProjectorOutputs
 
 
 def simsiam_projector(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
@@ -59,7 +58,7 @@ def simsiam_two_view(method: Any, out: Dict[str, Any], batch: Sequence[Any]) -> 
     return -(F.cosine_similarity(p1, z2).mean() + F.cosine_similarity(p2, z1).mean()) / 2
 
 
-class MVSimSiam(ProjectorOutputs, BaseMethod):
+class MVSimSiam(KViewMethod):
     """K-view SimSiam (https://arxiv.org/abs/2011.10566 generalised to K views).
 
     The prediction p_v of every crop v is pulled towards the stop-gradient projection z_j of

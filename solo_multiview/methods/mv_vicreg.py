@@ -10,10 +10,9 @@ import torch
 
 from solo_multiview.config.schema import setting
 from solo_multiview.data.views import ViewKwargs
-from solo_multiview.hosts.contract import BaseMethod
+from solo_multiview.hosts.contract import KViewMethod
 from solo_multiview.losses.mv_vicreg import mv_vicreg_loss
 from solo_multiview.methods.heads import mlp
-from solo_multiview.methods.projection import ProjectorOutputs
 
 
 @dataclass
@@ -44,7 +43,7 @@ def vicreg_two_view(method: Any, out: Dict[str, Any], batch: Sequence[Any]) -> t
             + method.cov_loss_weight * (covariance(z1) + covariance(z2)))
 
 
-class MVVICReg(ProjectorOutputs, BaseMethod):
+class MVVICReg(KViewMethod):
     """K-view VICReg (https://arxiv.org/abs/2105.04906 generalised to K views).
 
     With projections z_k of the K views (Z_k gathered across ranks), ``v`` the hinge on the

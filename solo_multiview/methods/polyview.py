@@ -10,12 +10,11 @@ import torch
 
 from solo_multiview.config.schema import section, setting
 from solo_multiview.data.views import ViewKwargs
-from solo_multiview.hosts.contract import BaseMethod
+from solo_multiview.hosts.contract import KViewMethod
 from solo_multiview.losses.polyview import POLYVIEW_FORMS, polyview_loss
 from solo_multiview.methods.heads import mlp
 from solo_multiview.methods.mv_simclr import nt_xent_two_view
 from solo_multiview.methods.options import FilterKwargs, band_filter
-from solo_multiview.methods.projection import ProjectorOutputs
 
 
 @dataclass
@@ -30,7 +29,7 @@ class PolyViewKwargs(ViewKwargs):
     filter: FilterKwargs = section(FilterKwargs, "the extreme-feature band filter (off)")
 
 
-class PolyView(ProjectorOutputs, BaseMethod):
+class PolyView(KViewMethod):
     """Poly-View contrastive learning (Shidani, Hjelm, Ramapuram, Webb, Dhekane and Busbridge,
     ICLR 2024, arXiv 2403.05490; ``losses/polyview.py``). For anchor view a of image b and each
     other view c, ``p_{b,a,c}`` is the SimCLR probability of picking ``z_{c,b}`` among itself

@@ -7,6 +7,7 @@ Owners (each key declared once, next to the code that reads it):
 ``data.*``             ``data/datasets.py`` (``long_tail``: ``data/longtail.py``)
 ``augmentations[*]``   ``data/augmentations.py``
 ``dali.*``             ``data/dali/backend.py``
+``batched.*``          ``data/batched/build.py``
 ``backbone.*``         ``hosts/backbones.py``
 ``optimizer.*``        ``hosts/optim.py`` (and ``scheduler.*``)
 ``host``, ``momentum``, ``knn_eval``, ``performance``: ``hosts/keys.py``
@@ -28,6 +29,7 @@ import lightning
 
 from solo_multiview.config.schema import assemble, section, setting
 from solo_multiview.data.augmentations import AugmentationConfig
+from solo_multiview.data.batched.build import BatchedConfig
 from solo_multiview.data.dali.backend import DaliConfig
 from solo_multiview.data.datasets import DataConfig
 from solo_multiview.hosts.backbones import BackboneConfig
@@ -116,6 +118,7 @@ def _parts(kwargs_cls: Any, momentum_cls: Optional[type]) -> List[Tuple[str, Any
         ("auto_resume", AutoResumeConfig, section(AutoResumeConfig)),
         ("wandb", WandbConfig, section(WandbConfig)),
         ("dali", DaliConfig, section(DaliConfig)),
+        ("batched", BatchedConfig, section(BatchedConfig)),
         ("knn_eval", KnnEvalConfig, section(KnnEvalConfig)),
         ("performance", PerformanceConfig, section(PerformanceConfig)),
     ]

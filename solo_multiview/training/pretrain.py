@@ -4,8 +4,8 @@ Reliability: ``prepare_pretrain`` looks for a run to resume (``training/resume.p
 it finds one, builds the trainer to continue it in its own folder, with the data set to the
 checkpoint's epoch; the data order and augmentations are functions of (seed, epoch, index)
 (``data/loaders.py``, ``data/datasets.py``), so a resumed run trains on exactly what an
-uninterrupted one would. The non-finite loss policy lives in ``hosts/guard.py`` (composed into
-every method); :class:`BadImageReport` logs how many unreadable files ``data.bad_images=skip``
+uninterrupted one would. The non-finite loss policy lives in ``hosts/guard.py`` (a callback every
+method attaches); :class:`BadImageReport` logs how many unreadable files ``data.bad_images=skip``
 replaced.
 """
 

@@ -6,7 +6,8 @@ solo-learn's ``AutoResumer`` resumes the newest checkpoint (younger than
 max_epochs and the optimizer's name, batch size, lr and weight decay. So a K = 2 run resumes a
 K = 4 one, a different long-tail profile or augmentation is resumed silently. Here the key
 (:data:`RESUME_KEYS`) also holds ``method_kwargs``, the numbers of large and small crops, the
-augmentations, every ``data.long_tail`` setting, the whole ``backbone``, ``optimizer`` and
+augmentations, the loader (``data.format``: each draws its crops its own way), every
+``data.long_tail`` setting, the whole ``backbone``, ``optimizer`` and
 ``scheduler`` nodes, the seed, the host, the EMA settings, the trainer keys that change the
 optimisation (precision, gradient clipping, accumulation, limits, max_steps, sync_batchnorm) and the
 world size (devices x nodes: it changes the data order and, with linear scaling, the lr). For a
@@ -86,6 +87,7 @@ RESUME_KEYS: Tuple[str, ...] = (
     "method_kwargs",
     "momentum",
     "data.dataset",
+    "data.format",
     "data.long_tail",
     "data.fraction",
     "data.num_large_crops",

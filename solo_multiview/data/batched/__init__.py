@@ -5,6 +5,8 @@ its own random parameters.
     augment.py   batched ops and :class:`BatchedAugment` (one schema entry -> a batch callable)
     loader.py    :class:`DeviceBatchLoader` (the batch contract, shards, seeds, MTTV pairs) and
                  :func:`decode_jpeg_files` (image files -> one uint8 tensor)
+    build.py     ``data.format: batched``: the ``batched.*`` keys and the loader built from a
+                 config (long-tail selection, view spec, device placement, epochs)
 
 Why hand-written ops and not kornia (the paper authors' GPU augmentation library): kornia is not
 a dependency of the project, and on the same pipeline (cifar symmetric schema, 1,024 32x32 crops,
@@ -15,6 +17,11 @@ torchvision and DALI loaders: ``benchmarks/batched_vs_loaders.py``.
 """
 
 from solo_multiview.data.batched.augment import AugmentParams, BatchedAugment, normalized_view
+from solo_multiview.data.batched.build import (
+    BatchedConfig,
+    BatchedPretrainLoader,
+    build_batched_pretrain_loader,
+)
 from solo_multiview.data.batched.loader import (
     DeviceBatchLoader,
     ShardedEpochOrder,
@@ -25,8 +32,11 @@ from solo_multiview.data.batched.loader import (
 __all__ = [
     "AugmentParams",
     "BatchedAugment",
+    "BatchedConfig",
+    "BatchedPretrainLoader",
     "DeviceBatchLoader",
     "ShardedEpochOrder",
+    "build_batched_pretrain_loader",
     "decode_jpeg_files",
     "list_image_folder",
     "normalized_view",

@@ -389,6 +389,7 @@ def _color_jitter_(
     contrast: Optional[torch.Tensor],
     saturation: Optional[torch.Tensor],
     hue: Optional[torch.Tensor],
+    dense: Optional[bool] = None,
 ) -> torch.Tensor:
     ops = [
         (op_id, fn, factor)
@@ -400,7 +401,7 @@ def _color_jitter_(
     ]
     for position in range(order.shape[1]):
         for op_id, fn, factor in ops:
-            images = _apply_where(images, order[:, position] == op_id, fn, factor)
+            images = _apply_where(images, order[:, position] == op_id, fn, factor, dense=dense)
     return images
 
 
@@ -409,9 +410,21 @@ def _apply_where(
     mask: torch.Tensor,
     fn: Callable[..., torch.Tensor],
     *per_sample: torch.Tensor,
+    dense: Optional[bool] = None,
 ) -> torch.Tensor:
     """``fn`` on the samples where ``mask`` holds (their per-sample parameters selected too),
-    written back into ``images`` in place; the other samples are not computed at all."""
+    written back into ``images`` in place.
+
+    Sparse (the CPU default): the other samples are not computed at all, but finding the rows
+    (``nonzero``) reads the mask on the host. Dense (the default on other devices, ``dense=True``
+    anywhere): ``fn`` runs on every sample and ``torch.where`` keeps the masked ones, so nothing
+    waits for the device (no host synchronisation per op: on a GPU the ops stay queued behind
+    the training step); every op here is per sample, so the kept rows are the same values."""
+    if dense is None:
+        dense = images.device.type != "cpu"
+    if dense:
+        out = fn(images, *per_sample)
+        return images.copy_(torch.where(mask.view(-1, 1, 1, 1), out, images))
     rows = mask.nonzero().squeeze(1)
     if rows.numel() == 0:
         return images
@@ -461,9 +474,11 @@ class BatchedAugment:
     streams."""
 
     def __init__(self, entry: Mapping[str, Any], dataset: str,
-                 where: str = "augmentations[0]", chunk_size: Optional[int] = None) -> None:
+                 where: str = "augmentations[0]", chunk_size: Optional[int] = None,
+                 dense: Optional[bool] = None) -> None:
         self.spec: CropSpec = parse_crop_spec(entry, dataset, where)
         self.chunk_size = chunk_size
+        self.dense = dense  # None: sparse on the CPU, dense elsewhere (see _apply_where)
         self.crop_size = self.spec.crop_size
         self.kernel_size = blur_kernel_size(self.crop_size)
         self.mean = self.spec.mean
@@ -550,17 +565,17 @@ class BatchedAugment:
         if spec.jitter_prob > 0:
             x = self._jitter(x, params)
         if spec.grayscale_prob > 0:
-            x = _apply_where(x, params.grayscale, rgb_to_grayscale)
+            x = _apply_where(x, params.grayscale, rgb_to_grayscale, dense=self.dense)
         if spec.blur_prob > 0:
             x = _apply_where(x, params.blur,
                              lambda imgs, s: gaussian_blur(imgs, self.kernel_size, s),
-                             params.sigma)
+                             params.sigma, dense=self.dense)
         if spec.solarization_prob > 0:
-            x = _apply_where(x, params.solarize, solarize)
+            x = _apply_where(x, params.solarize, solarize, dense=self.dense)
         if spec.equalization_prob > 0:
-            x = _apply_where(x, params.equalize, equalize)
+            x = _apply_where(x, params.equalize, equalize, dense=self.dense)
         if spec.flip_prob > 0 and not spec.rrc_enabled:
-            x = _apply_where(x, params.flip, horizontal_flip)
+            x = _apply_where(x, params.flip, horizontal_flip, dense=self.dense)
         return x
 
     def _jitter(self, x: torch.Tensor, params: AugmentParams) -> torch.Tensor:
@@ -573,6 +588,7 @@ class BatchedAugment:
             params.contrast if spec.contrast > 0 else None,
             params.saturation if spec.saturation > 0 else None,
             params.hue if spec.hue > 0 else None,
+            dense=self.dense,
         )
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator,

@@ -54,6 +54,26 @@ def _derived_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0] >> 1)
 
 
+def copy_on_stream(tensor: Any, copy_stream: Any, feed: Any) -> torch.Tensor:
+    """A float32 torch copy of the DALI GPU tensor ``tensor`` (``feed`` is DALI's
+    ``feed_ndarray``), made on ``copy_stream`` and safe to read and free on the current stream:
+
+    - the output is allocated while ``copy_stream`` is current, so the caching allocator gives
+      a block whose earlier users on ``copy_stream`` are ordered before this copy (a block of
+      the current stream could still be read by kernels queued there while the copy writes it);
+    - the current stream waits for the copy (on the device: the host does not wait);
+    - ``record_stream``: once freed, the block is not handed out again before the current
+      stream's work queued until then (its readers) is done.
+    """
+    consumer = torch.cuda.current_stream(copy_stream.device)
+    with torch.cuda.stream(copy_stream):
+        out = torch.empty(tuple(tensor.shape()), dtype=torch.float32, device=copy_stream.device)
+        feed(tensor, out, cuda_stream=copy_stream)
+    consumer.wait_stream(copy_stream)
+    out.record_stream(consumer)
+    return out
+
+
 class ScheduledFeed:
     """External-source callback of pipeline ``pipeline`` of ``pipelines``: it produces batches
     ``pipeline, pipeline + P, ...`` of every epoch from ``start_epoch`` on (DALI's iteration
@@ -82,11 +102,15 @@ class ScheduledFeed:
         epoch += self.start_epoch
         batch = self.pipeline + i * self.pipelines
         positions = self.sampler.batch_positions(epoch, batch, self.shard_id, self.num_shards)
-        outputs = [self.images(positions)]
+        groups = [positions]
         if self.pairing is not None:
             partners = draw_partner_batch(self.pairing, positions, epoch, self.shard_id,
                                           self.sampler.size)
-            outputs += [self.images(partners[:, k]) for k in range(self.pairing.num_pairs)]
+            groups += [partners[:, k] for k in range(self.pairing.num_pairs)]
+        # anchors and partners in one pass (encoded files: read once, in parallel, kept)
+        read_many = getattr(self.images, "read_many", None)
+        outputs = (list(read_many(groups)) if read_many is not None
+                   else [self.images(group) for group in groups])
         outputs.append(positions.copy())
         return tuple(outputs)
 
@@ -159,6 +183,7 @@ class DaliPretrainLoader:
         self.uses_reader = isinstance(source, ImageListSource) and (
             pairing is None or not pairing.reads_partners)
         len(self)  # batch size vs. shard size, checked now
+        self._images: Any = None  # the external-source feed, shared by pipelines and rebuilds
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -175,8 +200,15 @@ class DaliPretrainLoader:
         """Picklable before and after use (e.g. ddp_spawn): the pipelines are rebuilt there."""
         state = self.__dict__.copy()
         state.update(_pipes=[], _key=None, _pipe_epoch=-1, _runs=[], _runs_per_epoch=[],
-                     _finished=False, _device=None, _copy_stream=None)
+                     _finished=False, _device=None, _copy_stream=None, _images=None)
         return state
+
+    def _image_feed(self) -> Any:
+        """One external-source feed for all pipelines and rebuilds (encoded files are then
+        read once and kept, not once per pipeline)."""
+        if self._images is None:
+            self._images = image_feed(self.source, self.source_indexes)
+        return self._images
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -234,7 +266,7 @@ class DaliPretrainLoader:
                 files, labels = reader_lists(self.source, self.source_indexes)
                 inputs = GraphInputs(files=files, labels=labels)
             else:
-                feed_images = image_feed(self.source, self.source_indexes)
+                feed_images = self._image_feed()
                 feed = ScheduledFeed(self.sampler, feed_images, self.pairing, start_epoch,
                                      shard_id, num_shards, j, count)
                 inputs = GraphInputs(feed=feed, decoded=feed_images.decoded,
@@ -279,10 +311,7 @@ class DaliPretrainLoader:
             return torch.from_numpy(np.array(tensor))
         from nvidia.dali.plugin.pytorch import feed_ndarray
 
-        out = torch.empty(tuple(tensor.shape()), dtype=torch.float32,
-                          device=self._copy_stream.device)
-        feed_ndarray(tensor, out, cuda_stream=self._copy_stream)
-        return out
+        return copy_on_stream(tensor, self._copy_stream, feed_ndarray)
 
     def _to_batch(self, outputs: Sequence[Any], slots: Sequence[int]) -> Batch:
         *crop_outputs, positions = outputs
@@ -290,7 +319,9 @@ class DaliPretrainLoader:
             np.array(positions.as_tensor()).reshape(-1).astype(np.int64, copy=False))
         converted = [self._to_torch(output) for output in crop_outputs]
         if self._copy_stream is not None:
-            # the copies are done before DALI may reuse its buffers or anyone reads the crops
+            # the copies are done before DALI may reuse its buffers (the next run()); this host
+            # wait covers the copy stream only, which never waits for the training kernels.
+            # Readers of the crops are ordered by the stream wait of copy_on_stream.
             self._copy_stream.synchronize()
         used: set[int] = set()
         crops = []

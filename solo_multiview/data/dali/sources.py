@@ -12,13 +12,16 @@ the batch's ``indexes``.
   ``fn.external_source``.
 - any other ``ImageSource`` -> :class:`LoadedImages` (``load(i)`` as HWC arrays).
 - :class:`EncodedFiles`: a file's bytes for ``fn.decoders.image`` (used where the positions must
-  be known in Python before reading, i.e. the MTTV partners of an image list).
+  be known in Python before reading, i.e. the MTTV partners of an image list): each file read
+  once, in parallel threads, and kept in memory.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 from omegaconf import DictConfig
@@ -108,19 +111,52 @@ class LoadedImages:
 
 
 class EncodedFiles:
-    """Positions -> the files' bytes (1-D uint8 arrays) for DALI's image decoder."""
+    """Positions -> the files' bytes (1-D uint8 arrays) for DALI's image decoder.
+
+    Each file is read once, on its first use, and its bytes are kept in memory (after the first
+    epoch that is the encoded size of the long-tailed set, per process; DALI's external source
+    copies what it is given, so the kept arrays are never written). The files of one call that
+    are not in memory yet are read by up to ``max_workers`` threads at once (file reads release
+    the GIL). :meth:`read_many` serves several position lists (the anchors and the K partner
+    columns of an MTTV batch) in one pass."""
 
     decoded = False
 
-    def __init__(self, source: ImageListSource, source_indexes: np.ndarray) -> None:
+    def __init__(self, source: ImageListSource, source_indexes: np.ndarray,
+                 max_workers: int = 8) -> None:
         self.paths = [source.paths[int(j)] for j in source_indexes]
+        self.max_workers = max(1, int(max_workers))
+        self._bytes: list[Optional[np.ndarray]] = [None] * len(self.paths)
+        self.files_read = 0  # how many file reads so far (each file at most once)
+
+    def _read_file(self, position: int) -> np.ndarray:
+        return np.fromfile(self.paths[position], dtype=np.uint8)
+
+    def read_many(self, groups: Sequence[np.ndarray]) -> list[list[np.ndarray]]:
+        """The bytes of every position of every group, in order; missing files read in
+        parallel first."""
+        groups = [[int(p) for p in group] for group in groups]
+        missing = sorted({p for group in groups for p in group if self._bytes[p] is None})
+        if missing:
+            workers = min(self.max_workers, len(missing))
+            if workers == 1:
+                arrays = [self._read_file(p) for p in missing]
+            else:
+                with ThreadPoolExecutor(max_workers=workers,
+                                        thread_name_prefix="dali-encoded") as pool:
+                    arrays = list(pool.map(self._read_file, missing))
+            for p, array in zip(missing, arrays):
+                self._bytes[p] = array
+            self.files_read += len(missing)
+        return [[self._bytes[p] for p in group] for group in groups]
 
     def __call__(self, positions: np.ndarray) -> list[np.ndarray]:
-        return [np.fromfile(self.paths[int(p)], dtype=np.uint8) for p in positions]
+        return self.read_many([positions])[0]
 
 
 def image_feed(source: ImageSource, source_indexes: np.ndarray) -> Any:
-    """The external-source image feed for ``source``: arrays, encoded files, or loaded images."""
+    """The external-source image feed for ``source``: arrays, encoded files, or loaded images.
+    A feed may have ``read_many(groups)`` (several position lists in one pass)."""
     if isinstance(source, ArraySource):
         return ArrayImages(source, source_indexes)
     if isinstance(source, ImageListSource):

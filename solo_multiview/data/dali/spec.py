@@ -4,6 +4,12 @@ The schema and its validation are the torchvision path's (``data/augmentations.p
 the same defaults (a missing op or prob 0 is off; a missing ``rrc`` is enabled with scale
 (0.08, 1.0)), the same normalisation statistics and blur kernel size, and the same errors for bad
 values. This module imports nothing from DALI, so a config is checked before DALI is needed.
+
+The keys only the torchvision path implements (``order``, ``squash``, ``rrc.interpolation``,
+``gaussian_blur.kernel_size``; ``augmentations.TORCHVISION_ONLY_DEFAULTS``) are refused here
+with one line naming the key when they differ from their defaults: the DALI and batched
+pipelines run solo-learn's order with bicubic crops and the default blur kernel, and would
+otherwise ignore them silently.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from solo_multiview.data.augmentations import (
     AUG_KEYS,
     BLUR_SIGMA,
+    TORCHVISION_ONLY_DEFAULTS,
     blur_kernel_size,
     check_augmentation_list,
     normalization_stats,
@@ -88,12 +95,27 @@ def _jitter_strength(node: Mapping[str, Any], key: str, where: str, upper: float
     return value
 
 
+def refuse_torchvision_only(entry: Mapping[str, Any], where: str) -> None:
+    """ValueError naming the first key of ``TORCHVISION_ONLY_DEFAULTS`` whose value differs
+    from its default (module docstring)."""
+    for key, default in TORCHVISION_ONLY_DEFAULTS.items():
+        node: Any = entry
+        for part in key.split("."):
+            node = node.get(part, None) if isinstance(node, Mapping) else None
+        if node is not None and node != default:
+            raise ValueError(
+                f"{where}.{key}: {node!r} is implemented by the torchvision loader only "
+                f"(data.format=image_folder); this pipeline supports only {default!r}"
+            )
+
+
 def parse_crop_spec(entry: Mapping[str, Any], dataset: str, where: str) -> CropSpec:
     """A validated :class:`CropSpec` from one schema entry (a dict or DictConfig)."""
     entry = _plain(entry)
     unknown = sorted(set(entry) - set(AUG_KEYS))
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {list(AUG_KEYS)}")
+    refuse_torchvision_only(entry, where)
     size = positive_int_entry(entry, "crop_size", where)
     count = positive_int_entry(entry, "num_crops", where)
     mean, std = normalization_stats(dataset, entry)
