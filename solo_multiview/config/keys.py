@@ -59,15 +59,15 @@ def readme_tables() -> str:
     from solo_multiview.training.keys import common_pretrain_schema
 
     common = [row for row in describe(common_pretrain_schema()) if row.key != "method_kwargs"]
-    parts: List[str] = ["### main_pretrain.py (every method)", "", markdown_table(common), ""]
+    parts: List[str] = ["**main_pretrain.py (every method)**", "", markdown_table(common), ""]
     for name in sorted(METHODS):
         method = METHODS[name]
         rows = list(describe(method.Kwargs, "method_kwargs."))
         if method.Momentum is not None:
             rows += list(describe(method.Momentum, "momentum."))
-        parts += [f"### `{name}`: method_kwargs (and momentum)", "", markdown_table(rows), ""]
+        parts += [f"**`{name}`: method_kwargs (and momentum)**", "", markdown_table(rows), ""]
     for kind in ("linear", "knn"):
-        parts += [f"### main_{kind}.py", "", markdown_table(describe(schema_for(kind))), ""]
+        parts += [f"**main_{kind}.py**", "", markdown_table(describe(schema_for(kind))), ""]
     return "\n".join(parts).rstrip() + "\n"
 
 
