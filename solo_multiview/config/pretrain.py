@@ -15,7 +15,7 @@ from typing import Any
 import omegaconf
 from omegaconf import OmegaConf
 
-from solo_multiview.config.schema import ConfigError, parse, unused_settings
+from solo_multiview.config.schema import ConfigError, parse, resolved, unused_settings
 from solo_multiview.data.augmentations import check_augmentation_list, count_crops
 from solo_multiview.data.datasets import NUM_CLASSES, long_tail_config
 from solo_multiview.data.longtail import LongTailConfig
@@ -36,19 +36,6 @@ def method_of(user: Any) -> type:
         shown = "missing" if name is None else f"unknown value {name!r}"
         raise ConfigError(f"method: {shown}; choose one of {sorted(METHODS)}{hint}")
     return METHODS[name]
-
-
-def _resolved(cfg: Any) -> dict:
-    if isinstance(cfg, omegaconf.DictConfig):
-        if OmegaConf.is_missing(cfg, "method"):
-            raise ConfigError("method: missing")
-        try:
-            return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-        except omegaconf.errors.OmegaConfBaseException as error:
-            key = getattr(error, "full_key", "") or "config"
-            raise ConfigError(f"{key}: cannot resolve an interpolation "
-                              f"({str(error).splitlines()[0]})") from None
-    return dict(cfg)
 
 
 def check_data(cfg: omegaconf.DictConfig) -> None:
@@ -96,7 +83,9 @@ def parse_pretrain_cfg(cfg: Any) -> omegaconf.DictConfig:
     """Resolved, validated config (module docstring). Raises ConfigError before any work."""
     from solo_multiview.training.keys import pretrain_schema
 
-    user = _resolved(cfg)
+    if isinstance(cfg, omegaconf.DictConfig) and OmegaConf.is_missing(cfg, "method"):
+        raise ConfigError("method: missing")
+    user = resolved(cfg)
     method = method_of(user)
     schema = pretrain_schema(method)
     cfg = parse(schema, user)

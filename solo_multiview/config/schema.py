@@ -343,7 +343,9 @@ def _check_node(path: str, cls: type, user: Any, everything: Sequence[str]) -> D
     return out
 
 
-def _resolved(user: Any) -> Dict[str, Any]:
+def resolved(user: Any) -> Dict[str, Any]:
+    """A config as plain containers, interpolations resolved (ConfigError naming the key when one
+    cannot be)."""
     if isinstance(user, (omegaconf.DictConfig, omegaconf.ListConfig)):
         try:
             return OmegaConf.to_container(user, resolve=True)  # type: ignore[return-value]
@@ -360,7 +362,7 @@ def check(cls: type, user: Any, prefix: str = "") -> Dict[str, Any]:
     """``user`` (resolved) checked against ``cls``: a plain dict of the keys the user gave,
     values converted where lossless; ``prefix`` is the node's dotted path, for messages.
     Raises :class:`ConfigError`."""
-    return _check_node(prefix, cls, _resolved(user), all_keys(cls))
+    return _check_node(prefix, cls, resolved(user), all_keys(cls))
 
 
 def parse(cls: type, user: Any) -> omegaconf.DictConfig:
