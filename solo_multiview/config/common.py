@@ -1,8 +1,9 @@
-"""Small config helpers shared by the pretraining and evaluation configs."""
+"""``select``: solo-learn's reading of a config key, for evaluation code that reads args.json
+(saved configs of any age) rather than a parsed config."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import omegaconf
 from omegaconf import OmegaConf
@@ -12,12 +13,3 @@ def select(cfg: omegaconf.DictConfig, key: str, default: Any = None) -> Any:
     """``OmegaConf.select`` that reads the string "None" as None (solo-learn's convention)."""
     value = OmegaConf.select(cfg, key, default=default)
     return None if value == "None" else value
-
-
-def check_choice(cfg: omegaconf.DictConfig, key: str, allowed: Sequence[Any]) -> Any:
-    """The value at ``key``; ValueError naming the key and ``allowed`` when it is not one."""
-    value = select(cfg, key)
-    if value not in allowed:
-        shown = "missing" if value is None else f"unknown value {value!r}"
-        raise ValueError(f"{key}: {shown}; choose one of {list(allowed)}")
-    return value
