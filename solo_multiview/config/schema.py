@@ -279,12 +279,6 @@ def _check_leaf(path: str, tp: Any, value: Any, meta: Mapping[str, Any]) -> Any:
     return float(value) if base is float else value
 
 
-def _help_tail(meta: Mapping[str, Any]) -> str:
-    allowed = _allowed(meta)
-    text = f" ({allowed})" if allowed else ""
-    return f"{text}: {meta['help']}" if meta.get("help") else text
-
-
 def _check_range(path: str, value: Any, tp: Any, meta: Mapping[str, Any]) -> None:
     choices = meta.get("choices")
     if choices is not None and value not in choices:
