@@ -86,3 +86,20 @@ def tiny_cfg(
         small.update({"crop_size": 8, "num_crops": small_crops})
         cfg.augmentations = [*OmegaConf.to_container(cfg.augmentations, resolve=True), small]
     return cfg
+
+
+def ops_off_entry(crop_size: int = 16, num_crops: int = 1, **ops) -> dict:
+    """An augmentation schema entry with every random op off (rrc disabled) unless given."""
+    base = {
+        "rrc": {"enabled": False},
+        "color_jitter": {"prob": 0.0},
+        "grayscale": {"prob": 0.0},
+        "gaussian_blur": {"prob": 0.0},
+        "solarization": {"prob": 0.0},
+        "equalization": {"prob": 0.0},
+        "horizontal_flip": {"prob": 0.0},
+        "crop_size": crop_size,
+        "num_crops": num_crops,
+    }
+    base.update(ops)
+    return base

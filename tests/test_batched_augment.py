@@ -18,6 +18,7 @@ from torchvision.transforms.v2 import functional as TF
 from solo_multiview.data.augmentations import EvalTransform, build_transform
 from solo_multiview.data.batched import augment as A
 from solo_multiview.data.batched.augment import BatchedAugment
+from tests.helpers import ops_off_entry
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -25,21 +26,7 @@ N = 48  # samples per op-level check
 DRAWS = 4000  # samples per distribution check
 
 
-def entry(crop_size: int = 16, num_crops: int = 1, **ops) -> dict:
-    """A schema entry with every random op off (rrc disabled) unless given."""
-    base = {
-        "rrc": {"enabled": False},
-        "color_jitter": {"prob": 0.0},
-        "grayscale": {"prob": 0.0},
-        "gaussian_blur": {"prob": 0.0},
-        "solarization": {"prob": 0.0},
-        "equalization": {"prob": 0.0},
-        "horizontal_flip": {"prob": 0.0},
-        "crop_size": crop_size,
-        "num_crops": num_crops,
-    }
-    base.update(ops)
-    return base
+entry = ops_off_entry  # an entry with every random op off unless given
 
 
 SYMMETRIC = entry(

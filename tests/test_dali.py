@@ -32,27 +32,13 @@ from solo_multiview.data.datasets import IndexedSubset, build_pretrain_dataset  
 from solo_multiview.data.pairing import MTTVPairDataset  # noqa: E402
 from solo_multiview.data.sources import ArraySource  # noqa: E402
 from solo_multiview.training.pretrain import fit, prepare_pretrain  # noqa: E402
-from tests.helpers import tiny_cfg  # noqa: E402
+from tests.helpers import ops_off_entry, tiny_cfg  # noqa: E402
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 
-def aug(crop_size: int = 16, num_crops: int = 1, **ops) -> dict:
-    """A schema entry with every random op off (rrc disabled) unless given."""
-    entry = {
-        "rrc": {"enabled": False},
-        "color_jitter": {"prob": 0.0},
-        "grayscale": {"prob": 0.0},
-        "gaussian_blur": {"prob": 0.0},
-        "solarization": {"prob": 0.0},
-        "equalization": {"prob": 0.0},
-        "horizontal_flip": {"prob": 0.0},
-        "crop_size": crop_size,
-        "num_crops": num_crops,
-    }
-    entry.update(ops)
-    return entry
+aug = ops_off_entry  # an entry with every random op off unless given
 
 
 def array_loader(images, labels, entries, batch, dataset="cifar10", indexes=None, **kwargs):
