@@ -27,6 +27,7 @@ from solo_multiview.hosts.optim import (
     build_scheduler,
     cosine_tau,
     ema_update,
+    schedule_lengths,
     split_bias_and_norm,
 )
 
@@ -121,12 +122,12 @@ class BaseMethod(MultiViewStepMixin, pl.LightningModule):
         static = [str(group.get("name", "")).split(NO_WD_SUFFIX)[0] in static_names
                   for group in optimizer.param_groups]
 
-        steps_per_epoch = self.trainer.estimated_stepping_batches / max(1, self.max_epochs)
-        if self.scheduler_interval == "step":
-            warmup = int(self.warmup_epochs * steps_per_epoch)
-            total = int(self.trainer.estimated_stepping_batches)
-        else:
-            warmup, total = int(self.warmup_epochs), int(self.max_epochs)
+        # estimated_stepping_batches sets up the train loader, so num_training_batches is known
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        warmup, total = schedule_lengths(
+            self.warmup_epochs, self.scheduler_interval, self.trainer.num_training_batches,
+            self.trainer.accumulate_grad_batches, total_steps, self.max_epochs,
+        )
         scheduler = build_scheduler(
             optimizer, static, name=self.scheduler, warmup_steps=warmup, total_steps=total,
             warmup_start_lr=self.warmup_start_lr, min_lr=self.min_lr,

@@ -164,6 +164,30 @@ def warmup_cosine_factor(
     return factor
 
 
+def schedule_lengths(
+    warmup_epochs: float, interval: str, batches_per_epoch: float, accumulate: int,
+    total_steps: int, max_epochs: int,
+) -> tuple[int, int]:
+    """(warm-up length, schedule length) in the scheduler's unit (optimizer steps for
+    ``interval: step``, epochs for ``interval: epoch``), from the steps an epoch really takes.
+
+    An epoch is ``ceil(batches_per_epoch / accumulate)`` optimizer steps (Lightning also steps
+    on an epoch's last, partial accumulation). ``total_steps`` is Lightning's
+    ``estimated_stepping_batches``, which a ``max_steps`` bound already caps: dividing it by
+    ``max_epochs`` instead would give a run bounded by ``max_steps`` under a large ``max_epochs``
+    no warm-up at all. Without a known epoch length (an iterable dataset) the epoch is
+    ``total_steps / max_epochs``, the only estimate there is."""
+    if math.isfinite(batches_per_epoch) and batches_per_epoch > 0:
+        steps_per_epoch = float(math.ceil(batches_per_epoch / max(1, accumulate)))
+    else:
+        steps_per_epoch = total_steps / max(1, max_epochs)
+    steps_per_epoch = max(steps_per_epoch, 1.0)
+    if interval == "step":
+        return int(warmup_epochs * steps_per_epoch), int(total_steps)
+    epochs_run = math.ceil(total_steps / steps_per_epoch)
+    return int(warmup_epochs), int(min(max_epochs, epochs_run) if max_epochs > 0 else epochs_run)
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer, static_groups: Sequence[bool], *, name: str,
     warmup_steps: int, total_steps: int, warmup_start_lr: float, min_lr: float,
