@@ -130,6 +130,29 @@ def test_constant_image_matches_torchvision(ops, expected, stats):
                                        atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("prob", [0.0, 0.2, 0.7, 1.0])
+def test_flip_rate_is_the_configured_probability_in_both_pipelines(prob):
+    """A left-to-right ramp shows each flip; over 384 DALI crops (and 384 torchvision ones)
+    the flip rate is ``prob`` within 4.5 binomial standard deviations (a rate of 0.5 whatever
+    the setting is caught at 0.2 and 0.7)."""
+    image = np.broadcast_to((np.arange(16) * 15)[None, :, None], (16, 16, 3)).astype(np.uint8)
+    entry = aug(16, 2, horizontal_flip={"prob": prob}, mean=[0, 0, 0], std=[1, 1, 1])
+
+    def flipped(crop: torch.Tensor) -> bool:
+        return bool(crop[0, 0, 0] > crop[0, 0, -1])
+
+    loader = array_loader(np.stack([image] * 64), np.zeros(64, int), [entry], 32, seed=3)
+    dali = [flipped(one) for _ in range(3) for _, crops, _ in loader
+            for crop in crops for one in crop]
+    transform = build_transform(entry, "cifar10")
+    torch.manual_seed(3)
+    plain = [flipped(transform(Image.fromarray(image))) for _ in range(len(dali))]
+    tolerance = 4.5 * math.sqrt(max(prob * (1 - prob), 1e-12) / len(dali))
+    assert len(dali) == 384
+    for flips in (dali, plain):
+        assert abs(np.mean(flips) - prob) <= tolerance, (np.mean(flips), prob)
+
+
 @pytest.mark.parametrize("op,arithmetic", [("brightness", False), ("contrast", False),
                                            ("contrast", True), ("saturation", False)])
 @pytest.mark.parametrize("factor", [0.4, 1.6])

@@ -25,6 +25,7 @@ from solo_multiview.losses.emp_ssl import emp_ssl_loss
 from solo_multiview.losses.mmcr import mmcr_loss
 from solo_multiview.losses.mv_dhel import mv_dhel_loss
 from solo_multiview.losses.mv_infonce import mv_infonce_loss
+from solo_multiview.losses.mv_simclr import mv_nt_xent
 from solo_multiview.losses.polyview import polyview_loss
 from solo_multiview.methods import build_method, view_spec
 from solo_multiview.training.pretrain import fit, prepare_pretrain
@@ -45,8 +46,20 @@ def band(low: float, high: float, mode: str) -> List[str]:
 BAND, BAND_FILTER = band(0.05, 0.95, "band"), BandFilter(0.05, 0.95, "band")
 TIGHT, TIGHT_FILTER = band(0.995, 1.0, "low_only"), BandFilter(0.995, 1.0, "low_only")
 
+
+def simclr_direct(temperature: float = 0.1, band_filter: BandFilter | None = None):
+    """mv_simclr's loss on crop-major ``z``: row r of crop k is image r (written with loops)."""
+    def call(z):
+        labels = torch.tensor([row for _ in z for row in range(len(z[0]))])
+        loss, stats = mv_nt_xent(torch.cat(z), labels, temperature, band=band_filter)
+        return loss, ({"filtered_fraction": stats["filtered_fraction"]} if band_filter else {})
+    return call
+
+
 #: (method, config overrides, the loss function called directly with those settings)
 WIRING: List[Any] = [
+    ("mv_simclr", ["method_kwargs.temperature=0.3"], simclr_direct(0.3)),
+    ("mv_simclr", ["method_kwargs.temperature=0.3", *TIGHT], simclr_direct(0.3, TIGHT_FILTER)),
     ("polyview", ["method_kwargs.temperature=0.3", "method_kwargs.form=arithmetic", *TIGHT],
      lambda z: polyview_loss(z, temperature=0.3, form="arithmetic", band=TIGHT_FILTER)),
     ("polyview", ["method_kwargs.temperature=0.3", "method_kwargs.form=sufficient_statistics"],
@@ -60,6 +73,7 @@ WIRING: List[Any] = [
      lambda z: emp_ssl_loss(z, eps=0.5, invariance_weight=50.0)),
 ]
 DEFAULT_CALL: Dict[str, Callable[..., Any]] = {
+    "mv_simclr": simclr_direct(),
     "polyview": polyview_loss, "mv_infonce": mv_infonce_loss, "mv_dhel": mv_dhel_loss,
     "mmcr": mmcr_loss, "emp_ssl": emp_ssl_loss,
 }

@@ -94,6 +94,26 @@ def test_same_seed_reproducible():
         assert torch.equal(torch.cat(a[i][1]), torch.cat(b[i][1]))
 
 
+def test_augmentations_are_seeded_by_seed_epoch_and_index():
+    """Random transforms give the same crops for the same (seed, epoch, index), other crops in
+    another epoch, with another seed or for another index, even where the partners are fixed."""
+    def noisy(img) -> torch.Tensor:  # a random transform: the image's marker plus torch noise
+        return normal_marker(img) + torch.rand(1)
+
+    def crops(seed: int, epoch: int, index: int) -> torch.Tensor:
+        ds = MTTVPairDataset(marked_base(), noisy, noisy, num_pairs=K, seed=seed,
+                             partner="none")
+        ds.set_epoch(epoch)
+        return torch.cat(ds[index][1])
+
+    first = crops(seed=4, epoch=0, index=11)
+    torch.manual_seed(123)  # the global generator does not matter
+    assert torch.equal(first, crops(seed=4, epoch=0, index=11))
+    for other in (crops(4, 1, 11), crops(4, 2, 11), crops(5, 0, 11)):
+        assert not torch.isclose(first, other).any()
+    assert not torch.isclose(first - 11, crops(4, 0, 12) - 12).any()
+
+
 def test_rank_comes_from_torch_distributed(monkeypatch):
     ds = marked(seed=0)
     monkeypatch.setattr(pairing, "_dist_rank", lambda: 3)

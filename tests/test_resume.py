@@ -151,6 +151,32 @@ def test_small_crops_and_world_size_are_in_the_key(tmp_path):
     assert key_differences(moved, base) == []
 
 
+def test_nodes_count_in_the_world_size():
+    def world(**tree) -> int:
+        return resume_key({"method": "mv_simclr", **tree})["world_size"]
+
+    assert world(devices=2, accelerator="cpu", num_nodes=3) == 6
+    assert world(devices=2, accelerator="cpu") == 2
+    assert world(devices=1, accelerator="cpu", num_nodes=2) == 2
+
+
+def test_workers_are_in_the_key_where_the_data_depends_on_them(tmp_path):
+    """mttv's partners are drawn per data-loader worker, so its key has data.num_workers; a
+    method whose items do not depend on the worker may change it."""
+    def key(method: str, workers: int):
+        mttv = method == "mttv"
+        return resume_key(parse_pretrain_cfg(tiny_cfg(
+            tmp_path, method=method, num_views=None if mttv else 2,
+            config_name="quickstart_mttv_digits" if mttv else "quickstart_digits",
+            overrides=[f"data.num_workers={workers}"])))
+
+    assert key("mttv", 2)["data.num_workers"] == 2
+    assert [d.split(":")[0] for d in key_differences(key("mttv", 3), key("mttv", 2))] == [
+        "data.num_workers"]
+    assert "data.num_workers" not in key("mv_simclr", 2)
+    assert key_differences(key("mv_simclr", 3), key("mv_simclr", 2)) == []
+
+
 def test_old_checkpoints_are_not_auto_resumed(finished_k2_run, capsys):
     for ckpt in (finished_k2_run / "trained_models").rglob("*.ckpt"):
         old = time.time() - 3 * 3600
