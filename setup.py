@@ -37,5 +37,7 @@ setup(
         "dali": ["nvidia-dali-cuda130>=2.4"],
         "wandb": ["wandb"],
         "test": ["pytest>=7", "ruff>=0.5"],
+        # the mutation run of docs/testing.md (not part of CI)
+        "mutation": ["mutmut==3.8.1"],
     },
 )

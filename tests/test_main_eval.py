@@ -98,8 +98,13 @@ def check_results_folder(folder: Path, train_images: int) -> Dict:
     assert results["groups"]["thirds"]["sizes"] == {"many": 4, "medium": 3, "few": 3}
     # thresholds >100 / 20..100 / <20 on 134, 103, 80, ..., 22, 17, 13
     assert results["groups"]["thresholds"]["sizes"] == {"many": 2, "medium": 6, "few": 2}
+    # a group's accuracy is the mean of its classes' accuracies
+    per_class = np.asarray(results["per_class_acc"])
     for info in results["groups"].values():
-        assert all(0.0 <= a <= 100.0 for a in info["acc"].values())
+        members = np.asarray(info["group_of_class"])
+        assert info["acc"] == pytest.approx(
+            {name: per_class[members == g].mean() for g, name in
+             enumerate(("many", "medium", "few"))})
     # top-1 on a balanced test set = the mean of the per-class accuracies
     assert results["top1"] == pytest.approx(np.mean(results["per_class_acc"]))
     assert results["settings"]["data"]["train_images"] == train_images

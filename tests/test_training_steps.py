@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from solo_multiview.training.pretrain import fit, prepare_pretrain
 from tests.helpers import HOSTS, tiny_cfg
@@ -47,5 +48,39 @@ def test_mv_simclr_trains(tmp_path, host, num_views, small_crops):
 def test_online_knn_monitor(tmp_path, host):
     cfg = tiny_cfg(tmp_path, host=host, overrides=[
         "+knn_eval.enabled=true", "+knn_eval.k=5", "+limit_train_batches=2", "max_epochs=1"])
-    result = fit(prepare_pretrain(cfg))
-    assert 0 <= result.metrics["val_knn_acc1"] <= 100
+    run = prepare_pretrain(cfg)
+    banks = {"train": [], "test": []}
+    if host == "builtin":  # record what the monitor is given, to recompute its accuracy
+        update = run.model.knn.update
+
+        def recording_update(train_features=None, train_targets=None, test_features=None,
+                             test_targets=None):
+            for kind, feats, targets in (("train", train_features, train_targets),
+                                         ("test", test_features, test_targets)):
+                if feats is not None:
+                    banks[kind].append((feats.detach().clone(), targets.clone()))
+            update(train_features, train_targets, test_features, test_targets)
+
+        run.model.knn.update = recording_update
+    result = fit(run)
+    acc = result.metrics["val_knn_acc1"]
+    assert 0 <= acc <= 100
+    if host != "builtin":
+        return
+    # weighted cosine kNN (k = 5, the configured temperature), written out
+    train = torch.cat([f for f, _ in banks["train"]])
+    train_targets = torch.cat([t for _, t in banks["train"]])
+    test = torch.cat([f for f, _ in banks["test"]])
+    test_targets = torch.cat([t for _, t in banks["test"]])
+    assert len(train) == 2 * 16 * 2 and len(test) > 0  # 2 steps of 16 images x 2 crops
+    temperature = run.cfg.knn_eval.temperature
+    sims = F.normalize(test, dim=1) @ F.normalize(train, dim=1).T
+    correct = 0
+    for row, target in zip(sims, test_targets.tolist()):
+        top = row.topk(5)
+        votes: dict = {}
+        for sim, j in zip(top.values.tolist(), top.indices.tolist()):
+            label = int(train_targets[j])
+            votes[label] = votes.get(label, 0.0) + math.exp(sim / temperature)
+        correct += max(votes, key=votes.get) == target
+    assert acc == pytest.approx(100 * correct / len(test), abs=1e-4)
