@@ -197,7 +197,8 @@ def test_optimiser_and_schedule_are_theirs(name):
     assert sched.min_lr == 0.0
     # the lr of every epoch from our host's own scheduler (hosts/builtin.py)
     model = build_method(cfg)
-    model._trainer = types.SimpleNamespace(estimated_stepping_batches=EPOCHS * 12)
+    model._trainer = types.SimpleNamespace(estimated_stepping_batches=EPOCHS * 12,
+                                           num_training_batches=12, accumulate_grad_batches=1)
     (optimizer,), (scheduler,) = model.configure_optimizers()
     assert scheduler["interval"] == "epoch" and isinstance(optimizer, torch.optim.SGD)
     groups = {g["name"]: g for g in optimizer.param_groups}
