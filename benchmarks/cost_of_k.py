@@ -1,4 +1,4 @@
-"""Cost of K views: training-step time and peak memory of mv_simclr, mv_byol and mttv at
+"""Cost of K views: training-step time and peak memory of every registered objective at
 K = 2, 4, 8 on CPU, side by side in one run, as ratios to K = 2; and the batched single forward
 against solo-learn-style per-crop forwards.
 
@@ -6,11 +6,13 @@ against solo-learn-style per-crop forwards.
 
 Each (method, K) runs in its own subprocess so its peak memory is its own (peak RSS on CPU,
 which includes the ~1 GB every process pays for torch and Lightning; peak allocated CUDA memory
-with ``--device cuda``); steps use synthetic
-crops (no data loading: the loader is measured in benchmarks/dali_vs_torchvision.py). Time per
-step = forward + backward + optimizer step (+ EMA for momentum methods), median of the timed
-steps after warm-up. For mttv K is ``num_pairs``: each pair is 4 views (x_n, y_a, x_a, y_n), so
-mttv at K processes 4K images per anchor, mv_simclr and mv_byol K.
+with ``--device cuda``); steps use synthetic crops (no data loading: the loader is measured in
+benchmarks/dali_vs_torchvision.py). Each method is its shipped ``<method>_k<K>_cifar10lt`` preset
+(``mimv_<method>`` with ``--mimv``) with the backbone shrunk to a convnet and the heads to
+256/128. Time per step = forward + backward + optimizer step (+ EMA for momentum methods),
+median of the timed steps after warm-up. Images through the backbone are counted by forward
+hooks on the first step: with gradient (the online backbone) and without (a momentum backbone);
+mttv's K is its number of partners, each giving 4 crops (x_n, y_a, x_a, y_n).
 """
 
 from __future__ import annotations
@@ -29,32 +31,40 @@ from typing import Dict, List
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-METHOD_OVERRIDES = {
-    "mv_simclr": ["method_kwargs.proj_hidden_dim=256", "method_kwargs.proj_output_dim=128"],
-    "mv_byol": ["method_kwargs.proj_hidden_dim=256", "method_kwargs.proj_output_dim=128",
-                "+method_kwargs.pred_hidden_dim=256"],
-    "mttv": ["method_kwargs.proj_hidden_dim=128", "method_kwargs.proj_output_dim=64"],
-}
+OBJECTIVES = ["mv_simclr", "mv_byol", "mv_simsiam", "mv_barlow_twins", "mv_vicreg",
+              "mv_mocov2plus", "fastsiam", "polyview", "mv_infonce", "mv_dhel", "mmcr",
+              "emp_ssl", "mttv"]
+HEAD_WIDTHS = {"proj_hidden_dim": 256, "pred_hidden_dim": 256, "proj_output_dim": 128}
+
+
+def preset_name(method: str) -> str:
+    """``mimv_<method>``: the method with the paper's multi-image views (K partners)."""
+    return f"{method}_cifar10lt" if method.startswith("mimv_") else f"{method}_k2_cifar10lt"
 
 
 def build_model(method: str, k: int, width: int, crop: int, batch: int):
-    """The method on the built-in host, configured from the shipped quickstart configs."""
+    """The method's shipped preset at K views on the built-in host, backbone and heads
+    shrunk."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     from solo_multiview.config.pretrain import parse_pretrain_cfg
     from solo_multiview.methods import build_method
+    from solo_multiview.training.presets import register_presets
 
-    name = "quickstart_mttv_digits" if method == "mttv" else "quickstart_digits"
-    views = [f"method_kwargs.num_pairs={k}"] if method == "mttv" else [
-        f"method_kwargs.num_views={k}"]
-    overrides = [f"method={method}", "host=builtin", f"backbone.kwargs.width={width}",
-                 "backbone.kwargs.depth=4", f"optimizer.batch_size={batch}",
-                 *views, *METHOD_OVERRIDES[method]]
+    register_presets()
     with initialize_config_dir(config_dir=str(ROOT / "scripts/pretrain"), version_base="1.2"):
-        cfg = compose(config_name=name, overrides=overrides)
+        cfg = compose(config_name=preset_name(method))
     OmegaConf.set_struct(cfg, False)
-    cfg.augmentations[0].crop_size = crop
+    cfg.method_kwargs.num_views = k
+    cfg.host = "builtin"
+    cfg.backbone = {"name": "convnet", "kwargs": {"width": width, "depth": 4}}
+    cfg.optimizer.batch_size = batch
+    for key, value in HEAD_WIDTHS.items():
+        if key in cfg.method_kwargs:
+            cfg.method_kwargs[key] = value
+    for entry in cfg.augmentations:
+        entry.crop_size = crop
     cfg = parse_pretrain_cfg(cfg)
     cfg.data.num_classes = 10
     return build_method(cfg)
@@ -73,7 +83,9 @@ def measure(method: str, k: int, width: int, crop: int, batch: int, warmup: int,
                                                            memory_format=torch.channels_last)
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    num_crops = 4 * k if method == "mttv" else k
+    from solo_multiview.methods import view_spec
+
+    num_crops = view_spec(model.cfg).num_crops
     crops = [torch.randn(batch, 3, crop, crop, device=device) for _ in range(num_crops)]
     batch_data = [torch.arange(batch, device=device), crops,
                   torch.randint(0, 10, (batch,), device=device)]
@@ -93,6 +105,18 @@ def measure(method: str, k: int, width: int, crop: int, batch: int, warmup: int,
         step_fn = per_crop_step
     else:
         step_fn = model.training_step
+    # images through the backbones on the first step, with and without gradient
+    counted = {"images_grad": 0, "images_no_grad": 0}
+
+    def count(module, inputs, output):
+        if not counting_done[0]:
+            key = "images_grad" if torch.is_grad_enabled() else "images_no_grad"
+            counted[key] += inputs[0].shape[0]
+
+    counting_done = [False]
+    for name in ("backbone", "momentum_backbone"):
+        if isinstance(getattr(model, name, None), torch.nn.Module):
+            getattr(model, name).register_forward_hook(count)
     pairs = getattr(model, "momentum_pairs", [])
     cuda = device.startswith("cuda")
     times: List[float] = []
@@ -108,13 +132,14 @@ def measure(method: str, k: int, width: int, crop: int, batch: int, warmup: int,
             model.momentum_updater.update(online, target)
         if cuda:
             torch.cuda.synchronize()
+        counting_done[0] = True
         if i >= warmup:
             times.append(time.perf_counter() - start)
     if cuda:
         peak_mib = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"step_s": statistics.median(times), "peak_rss_mib": peak_mib}
+    return {"step_s": statistics.median(times), "peak_rss_mib": peak_mib, **counted}
 
 
 def run_child(args: argparse.Namespace, method: str, k: int, per_crop: bool) -> Dict[str, float]:
@@ -128,7 +153,8 @@ def run_child(args: argparse.Namespace, method: str, k: int, per_crop: bool) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--methods", nargs="+", default=["mv_simclr", "mv_byol", "mttv"])
+    parser.add_argument("--methods", nargs="+",
+                        default=[*OBJECTIVES, "mimv_mv_byol", "mimv_mv_barlow_twins"])
     parser.add_argument("--ks", nargs="+", type=int, default=[2, 4, 8])
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--crop", type=int, default=32)
@@ -147,26 +173,26 @@ def main() -> None:
                                  args.steps, args.per_crop, args.device)))
         return
 
-    # an idle child gives the memory every run pays before its first step
     lines = [
         f"Device: {args.device} ({platform.machine()}, torch threads 2); convnet "
         f"width {args.width} depth 4, {args.crop}x{args.crop} crops, batch {args.batch}, "
         f"median of {args.steps} steps after {args.warmup} warm-up.",
         "",
-        "| method | K | images/step | step (s) | time / time(K=2) | K/2 | peak memory (MiB) |"
-        " memory / memory(K=2) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | K | backbone images/step (grad + no grad) | step (s) | time / time(K=2) | "
+        "target 1.1 K/2 | met | peak memory (MiB) | memory / memory(K=2) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for method in args.methods:
         base = None
         for k in args.ks:
             result = run_child(args, method, k, per_crop=False)
             base = base or result
-            images = args.batch * (4 * k if method == "mttv" else k)
+            ratio = result["step_s"] / base["step_s"]
+            target = 1.1 * k / args.ks[0]
             lines.append(
-                f"| {method} | {k} | {images} | {result['step_s']:.3f} | "
-                f"{result['step_s'] / base['step_s']:.2f} | {k / 2:.1f} | "
-                f"{result['peak_rss_mib']:.0f} | "
+                f"| {method} | {k} | {result['images_grad']} + {result['images_no_grad']} | "
+                f"{result['step_s']:.3f} | {ratio:.2f} | {target:.2f} | "
+                f"{'yes' if ratio <= target else 'no'} | {result['peak_rss_mib']:.0f} | "
                 f"{result['peak_rss_mib'] / base['peak_rss_mib']:.2f} |"
             )
             print(lines[-1], flush=True)
