@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 OBJECTIVES = ["mv_simclr", "mv_byol", "mv_simsiam", "mv_barlow_twins", "mv_vicreg",
               "mv_mocov2plus", "fastsiam", "polyview", "mv_infonce", "mv_dhel", "mmcr",
               "emp_ssl", "mttv"]
+CONTROL = "backbone"  # --methods backbone: the backbone's forward and backward alone
 HEAD_WIDTHS = {"proj_hidden_dim": 256, "pred_hidden_dim": 256, "proj_output_dim": 128}
 
 
@@ -79,7 +80,8 @@ def measure(method: str, k: int, width: int, crop: int, batch: int, warmup: int,
     torch.manual_seed(0)
     torch.set_num_threads(2)
     # as main_pretrain.py runs it: channels_last weights (inputs are converted in forward)
-    model = build_model(method, k, width, crop, batch).to(device,
+    control = method == CONTROL
+    model = build_model("mv_simclr" if control else method, k, width, crop, batch).to(device,
                                                            memory_format=torch.channels_last)
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -103,6 +105,12 @@ def measure(method: str, k: int, width: int, crop: int, batch: int, warmup: int,
             return loss + sum(o["loss"] for o in outs) / len(outs)
 
         step_fn = per_crop_step
+    elif control:
+        # the backbone alone on the same B x K images: what any objective's step must pay
+        def backbone_step(batch, batch_idx):
+            return model.backbone(torch.cat(batch[1])).square().mean()
+
+        step_fn = backbone_step
     else:
         step_fn = model.training_step
     # images through the backbones on the first step, with and without gradient
@@ -154,7 +162,8 @@ def run_child(args: argparse.Namespace, method: str, k: int, per_crop: bool) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", nargs="+",
-                        default=[*OBJECTIVES, "mimv_mv_byol", "mimv_mv_barlow_twins"])
+                        default=[CONTROL, *OBJECTIVES, "mimv_mv_byol",
+                                 "mimv_mv_barlow_twins"])
     parser.add_argument("--ks", nargs="+", type=int, default=[2, 4, 8])
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--crop", type=int, default=32)

@@ -131,6 +131,20 @@ def test_band_cases_drop_anchors_and_report_the_removed_fraction():
     off = ~torch.eye(12, dtype=torch.bool)
     expected = (~band.keep(cos) & off).sum() / off.sum()
     torch.testing.assert_close(geo["filtered_fraction"], expected.float())
+    # sufficient statistics: anchor (k, i) against the B summaries of the other views and the
+    # B other images of its own view (its own image there is not a candidate), by loops
+    v = F.normalize(views.double(), dim=-1)
+    removed = candidates = 0
+    for k in range(3):
+        summaries = F.normalize(sum(v[c] for c in range(3) if c != k), dim=-1)
+        for i in range(4):
+            row = [v[k, i] @ summaries[j] for j in range(4)] + [
+                v[k, i] @ v[k, j] for j in range(4) if j != i]
+            kept = band.keep(torch.stack(row))
+            removed += int((~kept).sum())
+            candidates += len(row)
+    assert 0 < removed < candidates
+    assert ss["filtered_fraction"].item() == pytest.approx(removed / candidates)
 
 
 @pytest.mark.parametrize("band", BANDS, ids=["none", "band", "low_only"])

@@ -116,3 +116,35 @@ def test_target_branch_gets_no_gradient(tmp_path):
 def test_bad_mttv_config(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         prepare_pretrain(mttv_cfg(tmp_path, overrides=overrides))
+
+
+@pytest.mark.parametrize("filter_on", [False, True])
+def test_official_form_failure_is_one_exact_line(tmp_path, filter_on):
+    """The whole message of a failing official denominator, word for word: every number in it
+    is computed (rows = 2 x pairs x devices, exp(1/t)), so each is checked."""
+    from types import SimpleNamespace
+
+    from solo_multiview.config.pretrain import parse_pretrain_cfg
+    from solo_multiview.methods import build_method
+
+    band = ["method_kwargs.filter.enabled=true", "method_kwargs.filter.high=0.9"] \
+        if filter_on else ["method_kwargs.filter.enabled=false"]
+    model = build_method(parse_pretrain_cfg(mttv_cfg(tmp_path, overrides=[
+        "method_kwargs.form=official", "method_kwargs.num_views=2",
+        "method_kwargs.temperature=0.5", "augmentations.0.num_crops=2", *band])))
+    band_text = ("the band filter already removed the self-similarity (cos 1 > 0.9)"
+                 if filter_on else
+                 "with the filter off it stands for the self term, exact only when cos = 1")
+    tail = (" (optimizer.batch_size=16 anchors x 2 pair(s) x {world} device(s) -> {rows} "
+            "embeddings). The official loss subtracts exp(1/t) = 7.389 from each row's sum of "
+            f"kept exp(s/t), and {band_text}, so a row whose kept similarities add up to less "
+            "than exp(1/t) has no valid ratio (a NaN or negative term); use "
+            "method_kwargs.form=principled, or a larger optimizer.batch_size (the authors "
+            "train with 1024)")
+    assert model.official_failure(5, 16) == (
+        "method_kwargs.form=official: 5 of 32 rows have a denominator <= 0"
+        + tail.format(world=1, rows=32))
+    model._trainer = SimpleNamespace(world_size=3, global_step=7)
+    assert model.official_failure(5, 16) == (
+        "method_kwargs.form=official: 5 of 96 rows have a denominator <= 0 at global step 7"
+        + tail.format(world=3, rows=96))

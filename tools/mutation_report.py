@@ -1,0 +1,85 @@
+"""Scores of a mutation run (docs/testing.md) from mutmut's result files, per folder and module.
+
+    python tools/mutation_report.py                       # the table, from mutants/
+    python tools/mutation_report.py --survivors out.txt   # also every surviving mutant's name
+
+mutmut writes ``mutants/<module>.py.meta`` (JSON) with an exit code per mutant: 1 or another
+positive code: killed (a test failed); 0: survived; 33: no test covers the function; a negative
+code: the child was killed by a signal (the CPU-time limit: a timeout, counted as killed, as
+mutmut does); None: not run yet. Score = killed / (killed + survived + no tests), the share of
+run mutants that some test catches; equivalent mutants, which no test can catch, are listed in
+docs/testing.md and taken out of the target there, not here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+STATUS = {None: "not run", 0: "survived", 33: "no tests"}
+
+
+def status(code) -> str:
+    if code in STATUS:
+        return STATUS[code]
+    return "killed" if code != 0 else "survived"
+
+
+def read_results(root: Path) -> Dict[str, Dict[str, str]]:
+    """{module path: {mutant name: status}} for every result file under ``root``."""
+    results: Dict[str, Dict[str, str]] = {}
+    for meta in sorted(root.rglob("*.py.meta")):
+        module = meta.relative_to(root).as_posix()[: -len(".meta")]
+        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        results[module] = {name: status(code) for name, code in codes.items()}
+    return results
+
+
+def score_row(counts: Counter) -> Tuple[int, int, int, int, int, str]:
+    run = counts["killed"] + counts["survived"] + counts["no tests"]
+    score = f"{100 * counts['killed'] / run:.1f}%" if run else "-"
+    return (counts["killed"], counts["survived"], counts["no tests"], counts["not run"],
+            sum(counts.values()), score)
+
+
+def table(results: Dict[str, Dict[str, str]]) -> str:
+    folders: Dict[str, Counter] = defaultdict(Counter)
+    for module, mutants in results.items():
+        parts = module.split("/")
+        folder = "/".join(parts[:2]) if len(parts) > 2 else module
+        folders[folder].update(mutants.values())
+    lines = ["| folder | killed | survived | no tests | not run | mutants | score |",
+             "|---|---|---|---|---|---|---|"]
+    total: Counter = Counter()
+    for folder in sorted(folders):
+        total.update(folders[folder])
+        lines.append(f"| {folder} | " + " | ".join(map(str, score_row(folders[folder]))) + " |")
+    lines.append("| **all** | " + " | ".join(map(str, score_row(total))) + " |")
+    return "\n".join(lines)
+
+
+def survivors(results: Dict[str, Dict[str, str]]) -> List[str]:
+    return sorted(name for mutants in results.values() for name, s in mutants.items()
+                  if s in ("survived", "no tests"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", type=Path, default=Path("mutants"))
+    parser.add_argument("--survivors", type=Path, default=None,
+                        help="write the surviving and uncovered mutants' names here")
+    args = parser.parse_args()
+    if not args.root.is_dir():
+        raise SystemExit(f"error: --root {args.root}: no mutmut results there (run `mutmut run` "
+                         "first, docs/testing.md)")
+    results = read_results(args.root)
+    print(table(results))
+    if args.survivors:
+        args.survivors.write_text("\n".join(survivors(results)) + "\n")
+
+
+if __name__ == "__main__":
+    main()
