@@ -61,3 +61,12 @@ def test_solo_compat_fixes_are_idempotent_and_work():
     assert WeightedKNNClassifier.__bases__ == bases
     WeightedKNNClassifier(k=3)  # raised "Unexpected keyword arguments: compute_on_step" before
     assert "convnet" in SoloBase._BACKBONES
+
+
+def test_a_method_without_its_loss_says_so():
+    class NoLoss(KViewMethod):
+        pass
+
+    with pytest.raises(NotImplementedError) as error:
+        KViewMethod.kview_loss(NoLoss.__new__(NoLoss), {}, [])
+    assert str(error.value) == "NoLoss defines no kview_loss"

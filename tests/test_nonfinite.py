@@ -112,6 +112,12 @@ def test_skip_leaves_weights_optimizer_and_buffers_as_they_were(tmp_path, monkey
     # the checkpoint carries the count, so a resumed run goes on counting
     ckpt = torch.load(run.checkpointer.last_ckpt, map_location="cpu", weights_only=False)
     assert ckpt["nonfinite_skipped"] == 1
+    ckpt["nonfinite_skipped"] = 4  # and loading it restores the count (0 for older files)
+    run.model.on_load_checkpoint(ckpt)
+    assert run.model.nonfinite_skipped == 4
+    del ckpt["nonfinite_skipped"]
+    run.model.on_load_checkpoint(ckpt)
+    assert run.model.nonfinite_skipped == 0
 
 
 def test_skip_also_skips_the_ema_update(tmp_path, monkeypatch):

@@ -2,24 +2,40 @@
 
     python tools/mutation_report.py                       # the table, from mutants/
     python tools/mutation_report.py --survivors out.txt   # also every surviving mutant's name
+    python tools/mutation_report.py --show                # each survivor's diff (mutmut show)
 
 mutmut writes ``mutants/<module>.py.meta`` (JSON) with an exit code per mutant: 1 or another
 positive code: killed (a test failed); 0: survived; 33: no test covers the function; a negative
 code: the child was killed by a signal (the CPU-time limit: a timeout, counted as killed, as
 mutmut does); None: not run yet. Score = killed / (killed + survived + no tests), the share of
-run mutants that some test catches; equivalent mutants, which no test can catch, are listed in
-docs/testing.md and taken out of the target there, not here.
+run mutants that some test catches. ``tools/mutation_equivalents.txt`` lists the survivors
+reviewed as equivalent (no test can tell them from the original: the reason is on each line);
+they count in the "equivalent" column and leave the score's denominator.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Dict, List, Tuple
 
 STATUS = {None: "not run", 0: "survived", 33: "no tests"}
+EQUIVALENTS = Path(__file__).with_name("mutation_equivalents.txt")
+
+
+def read_equivalents(path: Path = EQUIVALENTS) -> Dict[str, str]:
+    """{mutant name: reason} from ``name  # reason`` lines."""
+    if not path.is_file():
+        return {}
+    found = {}
+    for line in path.read_text().splitlines():
+        name, _, reason = line.partition("#")
+        if name.strip():
+            found[name.strip()] = reason.strip()
+    return found
 
 
 def status(code) -> str:
@@ -28,21 +44,23 @@ def status(code) -> str:
     return "killed" if code != 0 else "survived"
 
 
-def read_results(root: Path) -> Dict[str, Dict[str, str]]:
+def read_results(root: Path, equivalents: Dict[str, str]) -> Dict[str, Dict[str, str]]:
     """{module path: {mutant name: status}} for every result file under ``root``."""
     results: Dict[str, Dict[str, str]] = {}
     for meta in sorted(root.rglob("*.py.meta")):
         module = meta.relative_to(root).as_posix()[: -len(".meta")]
         codes = json.loads(meta.read_text())["exit_code_by_key"]
-        results[module] = {name: status(code) for name, code in codes.items()}
+        results[module] = {
+            name: "equivalent" if name in equivalents and status(code) != "killed"
+            else status(code) for name, code in codes.items()}
     return results
 
 
-def score_row(counts: Counter) -> Tuple[int, int, int, int, int, str]:
+def score_row(counts: Counter) -> Tuple[int, int, int, int, int, int, str]:
     run = counts["killed"] + counts["survived"] + counts["no tests"]
     score = f"{100 * counts['killed'] / run:.1f}%" if run else "-"
-    return (counts["killed"], counts["survived"], counts["no tests"], counts["not run"],
-            sum(counts.values()), score)
+    return (counts["killed"], counts["survived"], counts["no tests"], counts["equivalent"],
+            counts["not run"], sum(counts.values()), score)
 
 
 def table(results: Dict[str, Dict[str, str]]) -> str:
@@ -51,8 +69,8 @@ def table(results: Dict[str, Dict[str, str]]) -> str:
         parts = module.split("/")
         folder = "/".join(parts[:2]) if len(parts) > 2 else module
         folders[folder].update(mutants.values())
-    lines = ["| folder | killed | survived | no tests | not run | mutants | score |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| folder | killed | survived | no tests | equivalent | not run | mutants | score |",
+             "|---|---|---|---|---|---|---|---|"]
     total: Counter = Counter()
     for folder in sorted(folders):
         total.update(folders[folder])
@@ -71,14 +89,22 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=Path("mutants"))
     parser.add_argument("--survivors", type=Path, default=None,
                         help="write the surviving and uncovered mutants' names here")
+    parser.add_argument("--show", action="store_true",
+                        help="print each surviving mutant's diff (mutmut show)")
     args = parser.parse_args()
     if not args.root.is_dir():
         raise SystemExit(f"error: --root {args.root}: no mutmut results there (run `mutmut run` "
                          "first, docs/testing.md)")
-    results = read_results(args.root)
+    results = read_results(args.root, read_equivalents())
     print(table(results))
     if args.survivors:
         args.survivors.write_text("\n".join(survivors(results)) + "\n")
+    if args.show:
+        for name in survivors(results):
+            diff = subprocess.run(["mutmut", "show", name], capture_output=True, text=True).stdout
+            changed = [line for line in diff.splitlines()
+                       if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+            print(f"== {name}\n" + "\n".join(changed))
 
 
 if __name__ == "__main__":
