@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Dict, Iterable, List, Optional
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -103,3 +105,23 @@ def ops_off_entry(crop_size: int = 16, num_crops: int = 1, **ops) -> dict:
     }
     base.update(ops)
     return base
+
+
+def run_workers(module: str, out: Path, envs: List[Dict[str, str]], timeout_s: float) -> None:
+    """Runs ``python -m <module> --worker <out>`` once per environment in ``envs`` (the ranks of
+    a distributed test), waits at most ``timeout_s`` for each, kills any that outlive it, and
+    fails with the log of a worker that did not exit 0."""
+    procs = [subprocess.Popen([sys.executable, "-m", module, "--worker", str(out)], cwd=ROOT,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for env in envs]
+    logs = []
+    try:
+        for proc in procs:
+            logs.append(proc.communicate(timeout=timeout_s)[0])
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for proc, log in zip(procs, logs):
+        assert proc.returncode == 0, log[-4000:]

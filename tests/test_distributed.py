@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -40,7 +38,7 @@ from solo_multiview.losses.mv_mocov2plus import mv_mocov2plus_loss
 from solo_multiview.losses.mv_simclr import mv_nt_xent
 from solo_multiview.methods import METHODS, build_method
 from solo_multiview.training.pretrain import fit, prepare_pretrain
-from tests.helpers import ROOT, tiny_cfg
+from tests.helpers import run_workers, tiny_cfg
 
 WORLD = 2
 BAND = BandFilter(0.1, 0.5, "band")
@@ -282,25 +280,14 @@ def ddp_run(tmp_path_factory) -> Path:
     """Runs the two workers once for every test of this module."""
     out = tmp_path_factory.mktemp("ddp")
     port = free_port()
-    procs = []
+    envs = []
     for rank in range(WORLD):
         env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
                "WORLD_SIZE": str(WORLD), "NODE_RANK": "0", "LOCAL_RANK": str(rank),
                "RANK": str(rank), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
         env.pop("SLURM_NTASKS", None)
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "tests.test_distributed", "--worker", str(out)],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    logs = []
-    try:
-        for proc in procs:
-            logs.append(proc.communicate(timeout=400)[0])
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-    for proc, log in zip(procs, logs):
-        assert proc.returncode == 0, log[-4000:]
+        envs.append(env)
+    run_workers("tests.test_distributed", out, envs, timeout_s=400)
     return out
 
 

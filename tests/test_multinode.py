@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -24,7 +22,7 @@ import pytest
 import torch
 
 from solo_multiview.training.pretrain import fit, prepare_pretrain
-from tests.helpers import ROOT
+from tests.helpers import run_workers
 from tests.test_distributed import (
     Recorder,
     concat_batches,
@@ -66,27 +64,15 @@ def worker(out: Path) -> None:
 def nodes(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("multinode")
     port = free_port()
-    procs = []
+    envs = []
     for node in range(NODES):
         env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
                "NODE_RANK": str(node), "LOCAL_RANK": "0", "WORLD_SIZE": str(NODES),
                "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
         for name in ("RANK", "SLURM_NTASKS", "SLURM_JOB_ID", "GROUP_RANK"):
             env.pop(name, None)
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "tests.test_multinode", "--worker", str(out)],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    logs = []
-    try:
-        for proc in procs:
-            logs.append(proc.communicate(timeout=TIMEOUT_S)[0])
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    for proc, log in zip(procs, logs):
-        assert proc.returncode == 0, log[-4000:]
+        envs.append(env)
+    run_workers("tests.test_multinode", out, envs, TIMEOUT_S)
     return out
 
 
