@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import math
 import subprocess
 import sys
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional
 
 import pytest
+import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
@@ -125,3 +127,19 @@ def run_workers(module: str, out: Path, envs: List[Dict[str, str]], timeout_s: f
                 proc.wait()
     for proc, log in zip(procs, logs):
         assert proc.returncode == 0, log[-4000:]
+
+
+def reference_topk(train, train_targets, test, test_targets, k, temperature, top):
+    """Percent of test rows whose class is among the ``top`` best of a weighted cosine vote of
+    their k nearest bank rows (weight exp(s / T)); classes run over 0..max label."""
+    classes = int(max(train_targets.max(), test_targets.max())) + 1
+    sims = F.normalize(test.double(), dim=1) @ F.normalize(train.double(), dim=1).T
+    hits = 0
+    for row, target in zip(sims, test_targets.tolist()):
+        votes = [0.0] * classes
+        values, indexes = row.topk(min(k, len(train)))
+        for sim, j in zip(values.tolist(), indexes.tolist()):
+            votes[int(train_targets[j])] += math.exp(sim / temperature)
+        ranked = sorted(range(classes), key=lambda c: -votes[c])
+        hits += target in ranked[:min(top, classes)]
+    return 100.0 * hits / len(test_targets)

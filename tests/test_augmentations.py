@@ -16,6 +16,7 @@ from solo_multiview.data.augmentations import (
     count_crops,
     normalization_stats,
 )
+from tests.helpers import ops_off_entry
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -24,21 +25,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def aug(crop_size: int = 32, num_crops: int = 2, **ops) -> dict:
-    """A solo-learn entry with every op off unless given."""
-    entry = {
+    """A solo-learn entry with every op off unless given (the crop on, the jitter's factors
+    set for when a test turns it on)."""
+    return ops_off_entry(crop_size, num_crops, **{
         "rrc": {"enabled": True, "crop_min_scale": 0.08, "crop_max_scale": 1.0},
         "color_jitter": {"prob": 0.0, "brightness": 0.4, "contrast": 0.4, "saturation": 0.2,
                          "hue": 0.1},
-        "grayscale": {"prob": 0.0},
-        "gaussian_blur": {"prob": 0.0},
-        "solarization": {"prob": 0.0},
-        "equalization": {"prob": 0.0},
-        "horizontal_flip": {"prob": 0.0},
-        "crop_size": crop_size,
-        "num_crops": num_crops,
-    }
-    entry.update(ops)
-    return entry
+        **ops})
 
 
 def constant_image(value=(200, 100, 50), size=(40, 40)) -> Image.Image:

@@ -2,29 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
-import torch.nn.functional as F
 
 from solo_multiview.hosts.online_knn import OnlineKNN
-
-
-def reference_topk(train, train_targets, test, test_targets, k, temperature, top):
-    """Percent of test rows whose class is among the ``top`` best of a weighted cosine vote of
-    their k nearest bank rows (weight exp(s / T)); classes run over 0..max label."""
-    classes = int(max(train_targets.max(), test_targets.max())) + 1
-    sims = F.normalize(test.double(), dim=1) @ F.normalize(train.double(), dim=1).T
-    hits = 0
-    for row, target in zip(sims, test_targets.tolist()):
-        votes = [0.0] * classes
-        values, indexes = row.topk(min(k, len(train)))
-        for sim, j in zip(values.tolist(), indexes.tolist()):
-            votes[int(train_targets[j])] += math.exp(sim / temperature)
-        ranked = sorted(range(classes), key=lambda c: -votes[c])
-        hits += target in ranked[:min(top, classes)]
-    return 100.0 * hits / len(test_targets)
+from tests.helpers import reference_topk
 
 
 def banks(classes: int = 12, seed: int = 0):
