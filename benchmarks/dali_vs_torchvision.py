@@ -13,6 +13,11 @@ batches (worker and pipeline start-up excluded), the best of the repeats (on a m
 with other jobs the best run is the least disturbed one; the median is printed too). The CPU
 cost, CPU milliseconds (user + system, this process and its data loader workers, read from
 /proc) per 1,000 views, is robust to such load. Nothing trains: this is the loader alone.
+
+``--ablate``: where DALI's time goes. After the table, the DALI pipeline alone at each K with one
+operation of the schema turned off at a time (its probability set to 0, or the random resized
+crop replaced by the resize-and-centre-crop path), then all of them off (decode, resize, flip and
+normalise only); the difference to the full pipeline's CPU cost is what that operation costs.
 """
 
 from __future__ import annotations
@@ -48,6 +53,29 @@ def write_split_list(train_dir: Path, path: Path) -> int:
     return len(lines)
 
 
+#: --ablate: name -> the schema keys turned off (rrc: resize + centre crop instead)
+ABLATIONS = {
+    "no colour jitter": ("color_jitter",),
+    "no grayscale": ("grayscale",),
+    "no blur": ("gaussian_blur",),
+    "no flip": ("horizontal_flip",),
+    "no random resized crop": ("rrc",),
+    "none of these": ("color_jitter", "grayscale", "gaussian_blur", "horizontal_flip", "rrc"),
+}
+
+
+def ablated(cfg: Any, keys: tuple[str, ...]) -> Any:
+    """``cfg`` with the augmentation operations ``keys`` turned off."""
+    cfg = cfg.copy()
+    entry = cfg.augmentations[0]
+    for key in keys:
+        if key == "rrc":
+            entry.rrc.enabled = False
+        else:
+            entry[key].prob = 0.0
+    return cfg
+
+
 def make_cfg(train_dir: Path, split: Path, k: int, batch: int, workers: int,
              long_tail: bool, dali_pipelines: int | None = None) -> Any:
     from omegaconf import OmegaConf
@@ -63,6 +91,7 @@ def make_cfg(train_dir: Path, split: Path, k: int, batch: int, workers: int,
     profile = {"profile": "exp", "imbalance_ratio": 100} if long_tail else {"profile": "none"}
     return OmegaConf.create({
         "method": "mv_simclr",
+        "method_kwargs": {"num_views": k},
         "seed": 5,
         "data": {"dataset": "image_list", "train_path": str(train_dir), "num_workers": workers,
                  "long_tail": {**profile, "seed": 0, "split_file": str(split)}},
@@ -136,6 +165,8 @@ def main(argv: list[str] | None = None) -> str:
                         help="exp profile, imbalance ratio 100 (CIFAR-10-LT's 12,406 images)")
     parser.add_argument("--dali-pipelines", type=int, default=None,
                         help="DALI pipelines sharing the threads (default: one per thread)")
+    parser.add_argument("--ablate", action="store_true",
+                        help="then DALI alone with one operation off at a time")
     parser.add_argument("--out", type=Path, default=None, help="also write the table here")
     args = parser.parse_args(argv)
 
@@ -168,6 +199,18 @@ def main(argv: list[str] | None = None) -> str:
             print(f"K={k}: torchvision {row[1]:,.0f} views/s (median {row[2]:,.0f}), DALI CPU "
                   f"{row[4]:,.0f} views/s (median {row[5]:,.0f}): {row[4] / row[1]:.1f}x; CPU "
                   f"ms per 1,000 views {row[3]:.0f} vs {row[6]:.0f}", flush=True)
+        ablation_rows = []
+        for k in args.ks if args.ablate else []:
+            cfg = make_cfg(train_dir, split, k, args.batch_size, args.workers, args.long_tail,
+                           args.dali_pipelines)
+            for name, keys in {"full pipeline": (), **ABLATIONS}.items():
+                variant = ablated(cfg, keys)
+                costs = [views_per_second(
+                    lambda c=variant: build_dali_pretrain_loader(c), k,
+                    args.batch_size, args.batches, args.warmup)[1] for _ in range(args.repeats)]
+                ablation_rows.append((k, name, statistics.median(costs)))
+                print(f"K={k} DALI {name}: {ablation_rows[-1][2]:.0f} CPU ms per 1,000 views",
+                      flush=True)
     load_after = os.getloadavg()
 
     lines = [
@@ -187,6 +230,13 @@ def main(argv: list[str] | None = None) -> str:
         f"| {tv_cpu:.0f} | {dali_cpu:.0f} | {tv_cpu / dali_cpu:.1f}x |"
         for k, tv, tv_med, tv_cpu, dali, dali_med, dali_cpu in rows
     ]
+    if ablation_rows:
+        lines += ["", "DALI alone, one operation off at a time (CPU ms per 1,000 views, median of "
+                  f"{args.repeats}; saved = full pipeline minus this row):", "",
+                  "| K | pipeline | CPU ms / 1k views | saved |", "|---|---|---:|---:|"]
+        full = {k: cost for k, name, cost in ablation_rows if name == "full pipeline"}
+        lines += [f"| {k} | {name} | {cost:.0f} | {full[k] - cost:+.0f} |"
+                  for k, name, cost in ablation_rows]
     table = "\n".join(lines)
     print(table)
     if args.out is not None:

@@ -94,7 +94,7 @@ class LearningRates(Callback):
 
 
 def test_a_max_steps_bounded_run_warms_up_for_one_real_epoch(tmp_path):
-    # 3 batches an epoch, 6 steps, max_epochs far larger (as benchmarks/k_views_proxy.py runs)
+    # 3 batches an epoch, 6 steps, max_epochs far larger (as benchmarks/k_view_study.py runs)
     run = prepare_pretrain(tiny_cfg(tmp_path, overrides=[
         "max_steps=6", "max_epochs=10000", "+limit_train_batches=3",
         "++scheduler.interval=step", "++scheduler.warmup_epochs=1",
