@@ -153,6 +153,23 @@ def test_global_batch_flag_is_identity_without_process_group():
     torch.testing.assert_close(emp_ssl_loss(z, global_batch=False)[0], emp_ssl_loss(z)[0])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_algebra_leaves_autocast(dtype):
+    """Under a bfloat16 autocast (bf16-mixed training), the loss of float32 or bfloat16
+    embeddings is the float32 loss of the same numbers: the Gram matrix and its Cholesky
+    factor are not computed in bfloat16."""
+    z = views(3, b=16, d=8, seed=7).to(dtype)
+    # float64 is not autocast: the reference holds whatever the loss does inside
+    expected, expected_stats = emp_ssl_loss(z.double())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, stats = emp_ssl_loss(z)
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-5)
+    for key in expected_stats:
+        torch.testing.assert_close(stats[key].double(), expected_stats[key], rtol=1e-5,
+                                   atol=1e-5)
+
+
 def test_bad_inputs_raise():
     z = views(3)
     for eps in (0.0, -1.0, float("nan"), float("inf")):

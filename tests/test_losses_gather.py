@@ -93,3 +93,42 @@ def test_one_process_is_the_identity():
                                             torch.tensor([1, 1])).item() == 4.0
     assert distributed.global_weighted_mean(torch.tensor([2.0]), torch.tensor([0])).item() == 0.0
     assert distributed.all_reduce_no_grad(x).requires_grad is False
+
+
+def test_emp_ssl_coding_rate_spans_both_ranks_unless_global_batch_is_off(as_rank_one):
+    """The coding rate is taken over rank 0's rows and this rank's (global_batch, the default);
+    the invariance term over this rank's rows only. With global_batch=False nothing is
+    gathered."""
+    import torch.nn.functional as F
+
+    from solo_multiview.losses.emp_ssl import emp_ssl_loss, total_coding_rate
+
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(3, 5, 4, generator=g, dtype=torch.float64)  # (K, B, d)
+    peer_rows = F.normalize(torch.randn(5, 3, 4, generator=g, dtype=torch.float64), dim=-1)
+    as_rank_one(FakePeer(peer_rows, grad=torch.zeros(1)))
+    unit = F.normalize(z, dim=-1)
+    invariance = (unit * F.normalize(unit.mean(dim=0), dim=-1)).sum(dim=-1).mean()
+    both = torch.cat([peer_rows.transpose(0, 1), unit], dim=1)  # (K, 2B, d), rank 0 first
+    loss, stats = emp_ssl_loss(z, eps=0.2, invariance_weight=3.0)
+    torch.testing.assert_close(stats["coding_rate"], total_coding_rate(both, 0.2).mean())
+    torch.testing.assert_close(loss, -total_coding_rate(both, 0.2).mean() - 3.0 * invariance)
+    local, _ = emp_ssl_loss(z, eps=0.2, invariance_weight=3.0, global_batch=False)
+    torch.testing.assert_close(local, -total_coding_rate(unit, 0.2).mean() - 3.0 * invariance)
+
+
+def test_mmcr_centroid_norm_spans_both_ranks_unless_global_batch_is_off(as_rank_one):
+    import torch.nn.functional as F
+
+    from solo_multiview.losses.mmcr import mmcr_loss
+
+    g = torch.Generator().manual_seed(4)
+    z = torch.randn(3, 5, 4, generator=g, dtype=torch.float64)
+    peer_centroids = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    as_rank_one(FakePeer(peer_centroids, grad=torch.zeros(1)))
+    centroids = F.normalize(z, dim=-1).mean(dim=0)
+    loss, _ = mmcr_loss(z)
+    expected = -torch.linalg.svdvals(torch.cat([peer_centroids, centroids])).sum()
+    torch.testing.assert_close(loss, expected)
+    local, _ = mmcr_loss(z, global_batch=False)
+    torch.testing.assert_close(local, -torch.linalg.svdvals(centroids).sum())

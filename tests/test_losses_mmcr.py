@@ -115,6 +115,22 @@ def test_global_batch_flag_is_identity_without_process_group():
     torch.testing.assert_close(mmcr_loss(z, 0.2, global_batch=False)[0], mmcr_loss(z, 0.2)[0])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_algebra_leaves_autocast(dtype):
+    """Under a bfloat16 autocast the loss of float32 or bfloat16 embeddings is the float32 loss
+    of the same numbers (the singular values are not taken of bfloat16 products)."""
+    z = views(3, seed=7).to(dtype)
+    # float64 is not autocast: the reference holds whatever the loss does inside
+    expected, expected_stats = mmcr_loss(z.double(), 0.1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, stats = mmcr_loss(z, 0.1)
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-5)
+    for key in expected_stats:
+        torch.testing.assert_close(stats[key].double(), expected_stats[key], rtol=1e-5,
+                                   atol=1e-5)
+
+
 def test_bad_inputs_raise():
     z = views(3)
     with pytest.raises(ValueError, match="lmbda"):
