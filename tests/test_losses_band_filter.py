@@ -73,3 +73,13 @@ def test_filter_from_config_node():
     assert band_filter(node) == BandFilter(0.15, 0.85, "low_only")
     with pytest.raises(ValueError, match=r"method_kwargs\.filter\.low"):
         band_filter(OmegaConf.create({"enabled": True, "low": 0.95, "high": 0.9, "mode": "band"}))
+
+
+def test_weighted_mean_of_one_selected_entry_is_that_entry():
+    """The count is clamped at 1 only to avoid 0 / 0: one selected value is its own mean."""
+    from solo_multiview.losses._common import weighted_mean
+
+    values = torch.tensor([3.0, 5.0, 9.0])
+    assert weighted_mean(values, torch.tensor([False, True, False])).item() == 5.0
+    assert weighted_mean(values, torch.tensor([True, False, True])).item() == 6.0
+    assert weighted_mean(values, torch.zeros(3, dtype=torch.bool)).item() == 0.0

@@ -246,3 +246,33 @@ def test_bad_arguments_raise_value_errors_naming_them():
         polyview_loss(views[0], T)
     with pytest.raises(ValueError, match="views"):
         polyview_loss([views[0], views[1, :3]], T)
+
+
+def test_default_temperature_is_simclrs_imagenet_value():
+    views = views_of(3, 4)
+    for form in POLYVIEW_FORMS:
+        torch.testing.assert_close(polyview_loss(views, form=form)[0],
+                                   polyview_loss(views, 0.1, form)[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("form", POLYVIEW_FORMS)
+def test_num_positives_counts_the_kept_pairs(form):
+    """Without a filter: K (K - 1) B ordered (anchor, positive) pairs, or K B (anchor, summary
+    of the other views) pairs in the sufficient-statistics form. With a band keeping
+    |cosine| >= 0.5: the pairs that pass it, counted here with loops."""
+    k, b = 3, 4
+    views = views_of(k, b)
+    unit_views = F.normalize(views, dim=-1)
+    if form == "sufficient_statistics":
+        positives = [(unit_views[i, n], F.normalize(sum(unit_views[c, n] for c in range(k)
+                                                        if c != i), dim=0))
+                     for n in range(b) for i in range(k)]
+    else:
+        positives = [(unit_views[i, n], unit_views[j, n])
+                     for n in range(b) for i in range(k) for j in range(k) if i != j]
+    _, stats = polyview_loss(views, T, form)
+    assert stats["num_positives"].item() == len(positives)
+    _, stats = polyview_loss(views, T, form, BandFilter(0.5, 1.0, "band"))
+    kept = sum(int(abs(torch.dot(a, p).item()) >= 0.5) for a, p in positives)
+    assert 0 < kept < len(positives)
+    assert stats["num_positives"].item() == kept
