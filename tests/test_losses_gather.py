@@ -132,3 +132,18 @@ def test_mmcr_centroid_norm_spans_both_ranks_unless_global_batch_is_off(as_rank_
     torch.testing.assert_close(loss, expected)
     local, _ = mmcr_loss(z, global_batch=False)
     torch.testing.assert_close(local, -torch.linalg.svdvals(centroids).sum())
+
+
+def test_mocov2plus_mean_runs_over_the_kept_terms_of_every_rank(as_rank_one):
+    """As rank 1 of 2, the loss is this rank's sum of terms times W over the global count of
+    kept terms (rank 0 kept 5): DDP's gradient average then equals the single-process mean."""
+    from solo_multiview.losses.mv_mocov2plus import mv_mocov2plus_loss
+
+    g = torch.Generator().manual_seed(5)
+    q, k = torch.randn(2, 3, 3, 4, generator=g, dtype=torch.float64)
+    queue = torch.randn(3, 4, 6, generator=g, dtype=torch.float64)
+    single, stats = mv_mocov2plus_loss(q, k, queue, 0.2)
+    count = stats["num_positives"].item()
+    as_rank_one(FakePeer(torch.zeros(1), grad=torch.zeros(1), count=5.0))
+    loss, _ = mv_mocov2plus_loss(q, k, queue, 0.2)
+    torch.testing.assert_close(loss, single * count * 2 / (count + 5))

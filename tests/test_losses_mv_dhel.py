@@ -142,3 +142,30 @@ def test_bad_arguments_raise_value_errors_naming_them():
         mv_dhel_loss(views, T, band=(0.1, 0.9, "band"))
     with pytest.raises(ValueError, match="views"):
         mv_dhel_loss(views[:1], T)
+
+
+def test_default_temperature_is_the_papers():
+    views = views_of(3, 4, seed=2)
+    assert mv_dhel_loss(views)[0].item() == mv_dhel_loss(views, 0.5)[0].item()
+
+
+@pytest.mark.parametrize("band", BANDS[1:], ids=["band", "low_only"])
+def test_stats_equal_their_loop_counts(band):
+    """The entries MV-DHEL looks at are the ordered positive pairs (view a, view c != a of the
+    same image) and the same-view negatives (view a of image b against view a of image n !=
+    b); filtered_fraction is the share of them outside the band, num_positives the kept
+    positive pairs."""
+    k, b = 3, 4
+    views = views_of(k, b, seed=2)
+    z = unit_views(views)
+    pairs = [(z[a][img], z[c][img]) for img in range(b) for a in range(k) for c in range(k)
+             if c != a]
+    negatives = [(z[a][img], z[a][n]) for a in range(k) for img in range(b) for n in range(b)
+                 if n != img]
+    kept_pairs = sum(in_band(band, dot(x, y)) for x, y in pairs)
+    removed = (len(pairs) - kept_pairs) + sum(not in_band(band, dot(x, y)) for x, y in negatives)
+    _, stats = mv_dhel_loss(views, T, band)
+    assert stats["filtered_fraction"].item() == pytest.approx(
+        removed / (len(pairs) + len(negatives)), abs=1e-6)
+    assert stats["num_positives"].item() == kept_pairs
+    assert removed > 0

@@ -136,3 +136,33 @@ def test_bad_arguments_raise_value_errors_naming_them():
         mv_infonce_loss(views, T, band=(0.1, 0.9, "band"))
     with pytest.raises(ValueError, match="views"):
         mv_infonce_loss(views[:1], T)
+
+
+def test_default_temperature_is_the_papers():
+    views = views_of(3, 4, seed=1)
+    assert mv_infonce_loss(views)[0].item() == mv_infonce_loss(views, 0.5)[0].item()
+
+
+@pytest.mark.parametrize("band", BANDS[1:], ids=["band", "low_only"])
+def test_stats_equal_their_loop_counts(band):
+    """filtered_fraction (a float32): the share of (anchor, candidate) entries, self excluded,
+    outside the band; num_positives: the kept ordered (anchor view, other view) pairs of the
+    same image."""
+    k, b = 3, 4
+    views = views_of(k, b, seed=1)
+    z = unit_views(views)
+    removed = entries = positives = 0
+    for img in range(b):
+        for a in range(k):
+            for c in range(k):
+                for n in range(b):
+                    if (c, n) == (a, img):
+                        continue
+                    kept = in_band(band, dot(z[a][img], z[c][n]))
+                    entries += 1
+                    removed += not kept
+                    positives += kept and n == img
+    _, stats = mv_infonce_loss(views, T, band)
+    assert stats["filtered_fraction"].item() == pytest.approx(removed / entries, abs=1e-6)
+    assert stats["num_positives"].item() == positives
+    assert 0 < removed < entries

@@ -152,3 +152,20 @@ def test_bad_shapes():
         mv_mocov2plus_loss(q, k, queue[:2])
     with pytest.raises(ValueError, match="same shape"):
         mv_mocov2plus_loss(q, k[:2], queue)
+
+
+def test_default_temperature_is_mocos():
+    q, k, queue = make(3)
+    assert mv_mocov2plus_loss(q, k, queue)[0].item() == mv_mocov2plus_loss(q, k, queue, 0.1)[
+        0].item()
+
+
+def test_half_inputs_are_computed_in_float32():
+    """bfloat16 queries, keys and queue (what a bf16-mixed encoder gives) give the float32 loss
+    of the same numbers, not a bfloat16 computation."""
+    q, k, queue = (x.float().bfloat16() for x in make(3))
+    loss, stats = mv_mocov2plus_loss(q, k, queue, T)
+    expected, expected_stats = mv_mocov2plus_loss(q.float(), k.float(), queue.float(), T)
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=1e-6)
+    assert stats["num_positives"] == expected_stats["num_positives"]
