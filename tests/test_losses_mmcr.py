@@ -153,3 +153,15 @@ def test_finite_gradients_at_rank_deficient_inputs():
         loss, _ = mmcr_loss(z, lmbda=0.5)
         loss.backward()
         assert torch.isfinite(z.grad).all()
+
+
+def test_centroid_norm_is_the_mean_length_of_the_per_sample_centroids():
+    """centroid_norm: the mean over samples b of |c_b|, c_b the mean of b's unit views (a loop
+    here); 1 only when the views agree."""
+    z = views(3, b=5, d=4, seed=8)
+    lengths = []
+    for b in range(z.shape[1]):
+        centroid = sum(z[v, b] / z[v, b].norm() for v in range(z.shape[0])) / z.shape[0]
+        lengths.append(centroid.norm())
+    _, stats = mmcr_loss(z)
+    torch.testing.assert_close(stats["centroid_norm"], sum(lengths) / len(lengths))

@@ -186,3 +186,10 @@ def test_bad_inputs():
         mv_nt_xent(torch.randn(4, 3), torch.arange(4), 0.0)
     with pytest.raises(ValueError, match="method_kwargs.filter.mode"):
         mv_nt_xent(torch.randn(4, 3), torch.arange(4), 0.1, band=BandFilter(0.1, 0.9, "nope"))
+
+
+def test_default_temperature_is_simclrs_imagenet_value():
+    g = torch.Generator().manual_seed(11)
+    z = torch.randn(8, 5, generator=g, dtype=torch.float64)
+    indexes = torch.arange(4).repeat(2)
+    assert mv_nt_xent(z, indexes)[0].item() == mv_nt_xent(z, indexes, 0.1)[0].item()
