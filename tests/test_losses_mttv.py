@@ -288,3 +288,25 @@ def test_no_host_sync_on_cuda(form):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(loss) and loss.dtype == torch.float32
+
+
+def test_default_temperature_is_the_authors():
+    zo, zt = make(m=4, d=6, seed=9, special_rows=False)
+    assert mttv_infonce(zo, zt)[0].item() == mttv_infonce(zo, zt, 0.3)[0].item()
+
+
+def test_official_counts_only_denominators_at_or_below_zero():
+    """Without a filter every row keeps its 2M - 1 other entries, so no denominator is <= 0,
+    though some are below 1 here (a sum of terms exp((s - 1) / t) < 1). With
+    low_only at 0.9 and orthogonal embeddings only the self-similarity (s = 1, exp(0) = 1)
+    survives: every denominator is 1 - 1 = 0 exactly, and counted."""
+    zo, zt = make(m=4, d=6, seed=9, special_rows=False)
+    s = interleaved_cosines(zo, zt)
+    denominators = [sum(math.exp((float(s[i, a]) - 1) / T) for a in range(8) if a != i)
+                    for i in range(8)]
+    assert all(d > 0 for d in denominators) and any(d < 1 for d in denominators)
+    _, stats = mttv_infonce(zo, zt, T, None, "official")
+    assert stats["nonpositive_denominators"].item() == 0
+    eye = torch.eye(2, dtype=torch.float64)
+    _, stats = mttv_infonce(eye[:1], eye[1:], T, BandFilter(0.9, 1.0, "low_only"), "official")
+    assert stats["nonpositive_denominators"].item() == 2
