@@ -240,12 +240,14 @@ class EvalImages:
         import torch
         from torch.utils.data import DataLoader, TensorDataset
 
-        from solo_multiview.eval.feature_cache import _sha1, cache_path, feature_key, save_cached
+        from solo_multiview.eval.feature_cache import cache_path, feature_key, save_cached
         from solo_multiview.eval.features import extract_features
 
         for split in ("train", "test"):
             dataset = prep.data.train if split == "train" else prep.data.test
-            ident = (split, _sha1(dataset.source_indexes))
+            key = feature_key(prep.checkpoint, dataset, prep.data.source_ids[split],
+                              prep.data.images.to_dict())
+            ident = (split, key["indexes_sha1"])
             if ident not in self._tensors:
                 items = [dataset[i] for i in range(len(dataset))]
                 self._tensors[ident] = (torch.stack([item[1] for item in items]),
@@ -253,8 +255,6 @@ class EvalImages:
             images, labels = self._tensors[ident]
             loader = DataLoader(TensorDataset(images, labels), batch_size=512)
             feats, got = extract_features(prep.backbone, loader, device=prep.device)
-            key = feature_key(prep.checkpoint, dataset, prep.data.source_ids[split],
-                              prep.data.images.to_dict())
             save_cached(cache_path(prep.cache_dir, split, key), key, feats, got)
 
 

@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Callable, Dict, List
 
@@ -30,8 +28,8 @@ import torch
 
 from solo_multiview.losses.emp_ssl import emp_ssl_loss
 from solo_multiview.losses.mmcr import mmcr_loss
+from tests.helpers import run_workers
 
-ROOT = Path(__file__).resolve().parents[1]
 WORLD = 2
 MODULE = "tests.test_distributed_noncontrastive_objectives"
 
@@ -98,25 +96,10 @@ def ranks(tmp_path_factory) -> List[dict]:
     """Runs the two workers once for every test of this module; returns their records."""
     out = tmp_path_factory.mktemp("ddp_noncontrastive")
     port = free_port()
-    procs = []
-    for rank in range(WORLD):
-        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-               "WORLD_SIZE": str(WORLD), "RANK": str(rank), "LOCAL_RANK": str(rank),
-               "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", MODULE, "--worker", str(out)],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    logs = []
-    try:
-        for proc in procs:
-            logs.append(proc.communicate(timeout=180)[0])
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-    for proc, log in zip(procs, logs):
-        assert proc.returncode == 0, log[-4000:]
+    envs = [{**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+             "WORLD_SIZE": str(WORLD), "RANK": str(rank), "LOCAL_RANK": str(rank),
+             "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"} for rank in range(WORLD)]
+    run_workers(MODULE, out, envs, timeout_s=180)
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 
