@@ -18,6 +18,8 @@ cost, CPU milliseconds (user + system, this process and its data loader workers,
 operation of the schema turned off at a time (its probability set to 0, or the random resized
 crop replaced by the resize-and-centre-crop path), then all of them off (decode, resize, flip and
 normalise only); the difference to the full pipeline's CPU cost is what that operation costs.
+One more row runs the full pipeline with the blur as ``fn.gaussian_blur``, the version before
+the CPU blur became ``fn.filter``.
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ ABLATIONS = {
     "no random resized crop": ("rrc",),
     "none of these": ("color_jitter", "grayscale", "gaussian_blur", "horizontal_flip", "rrc"),
 }
+#: --ablate: the full pipeline with the CPU blur as ``fn.gaussian_blur`` (before 2026-12-02)
+#: instead of ``fn.filter`` (``data/dali/augment.py``'s ``BLUR_FILTER``)
+GAUSSIAN_BLUR_ROW = "blur by fn.gaussian_blur (the earlier version)"
 
 
 def ablated(cfg: Any, keys: tuple[str, ...]) -> Any:
@@ -170,7 +175,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--out", type=Path, default=None, help="also write the table here")
     args = parser.parse_args(argv)
 
-    from solo_multiview.data.dali import build_dali_pretrain_loader
+    from solo_multiview.data.dali import augment, build_dali_pretrain_loader
     from solo_multiview.data.loaders import build_pretrain_loader
 
     train_dir = args.data / "train"
@@ -203,11 +208,14 @@ def main(argv: list[str] | None = None) -> str:
         for k in args.ks if args.ablate else []:
             cfg = make_cfg(train_dir, split, k, args.batch_size, args.workers, args.long_tail,
                            args.dali_pipelines)
-            for name, keys in {"full pipeline": (), **ABLATIONS}.items():
+            for name, keys in {"full pipeline": (), GAUSSIAN_BLUR_ROW: (),
+                               **ABLATIONS}.items():
                 variant = ablated(cfg, keys)
+                augment.BLUR_FILTER = name != GAUSSIAN_BLUR_ROW
                 costs = [views_per_second(
                     lambda c=variant: build_dali_pretrain_loader(c), k,
                     args.batch_size, args.batches, args.warmup)[1] for _ in range(args.repeats)]
+                augment.BLUR_FILTER = True
                 ablation_rows.append((k, name, statistics.median(costs)))
                 print(f"K={k} DALI {name}: {ablation_rows[-1][2]:.0f} CPU ms per 1,000 views",
                       flush=True)

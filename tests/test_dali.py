@@ -184,6 +184,34 @@ def test_jitter_factor_matches_torchvision_functional(monkeypatch, op, arithmeti
         assert np.abs(got - expected).max() <= 1
 
 
+@pytest.mark.parametrize("size", [16, 48])  # blur windows 3 and 5
+@pytest.mark.parametrize("sigma", [0.6, 1.7])
+@pytest.mark.parametrize("blur_filter", [True, False])
+def test_blur_matches_torchvision_functional(monkeypatch, size, sigma, blur_filter):
+    """With sigma pinned, DALI's blur (the CPU's fn.filter with the kernel built in the graph,
+    and fn.gaussian_blur, which the GPU runs) equals torchvision's gaussian_blur of the same
+    window and sigma within one level, borders included; a wrong sigma, window or border is
+    tens of levels off on a noisy image."""
+    import nvidia.dali.fn as dali_fn
+
+    from solo_multiview.data.augmentations import blur_kernel_size
+    from solo_multiview.data.dali import augment
+
+    monkeypatch.setattr(augment, "BLUR_FILTER", blur_filter)
+    monkeypatch.setattr(augment, "_uniform", lambda low, high: dali_fn.random.uniform(
+        range=[sigma, sigma + 1e-5]))
+    images = np.random.default_rng(4).integers(0, 256, (4, size, size, 3), dtype=np.uint8)
+    entry = aug(size, gaussian_blur={"prob": 1.0}, mean=[0, 0, 0], std=[1, 1, 1])
+    indexes, crops, _ = next(iter(array_loader(images, np.zeros(4, int), [entry], 4)))
+    window = blur_kernel_size(size)
+    for crop, i in zip(crops[0], indexes):
+        expected = np.asarray(TF.gaussian_blur(Image.fromarray(images[i]), [window] * 2,
+                                               [sigma] * 2)).astype(int)
+        got = np.rint(crop.permute(1, 2, 0).numpy() * 255).astype(int)
+        assert np.abs(got - expected).max() <= 1
+        assert np.abs(got - images[i]).mean() > 5  # it blurred
+
+
 # ---------------------------------------------------------------------------- true indexes
 def test_arrays_without_augmentation_equal_eval_transform_at_the_indexes(tmp_path):
     """digits-LT (positions != source indexes): crop i is EvalTransform(dataset[indexes[i]])."""
