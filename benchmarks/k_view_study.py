@@ -341,7 +341,8 @@ def markdown(summary: Dict[str, Any], results: Dict[str, Any], runs: List[Run],
         f"{meta['seeds']} seed(s); S = {meta['steps']} steps, B = {meta['batch']} anchors, "
         f"{meta['crop']}x{meta['crop']} crops, convnet width {meta['width']} depth 4; probe and "
         f"bank {meta['probe_per_class']} balanced images per class, linear probe "
-        f"{meta['probe_epochs']} epochs; wall time {meta['minutes']:.1f} min on "
+        f"{meta['probe_epochs']} epochs; {meta['minutes']:.0f} min of pretraining and "
+        f"evaluation summed over the runs (resumed invocations included) on "
         f"{meta['machine']}. Accuracy in %, mean +- std over seeds (population std). "
         "Many/Medium/Few: thirds of the classes by long-tailed training count.",
         "",
@@ -521,7 +522,9 @@ def main() -> None:
     summary = summarise(results, runs)
     meta = {"seeds": len(results), "steps": args.steps, "batch": args.batch, "crop": args.crop,
             "width": args.width, "probe_per_class": args.probe_per_class,
-            "probe_epochs": args.probe_epochs, "minutes": (time.time() - start) / 60,
+            "probe_epochs": args.probe_epochs,
+            "minutes": sum(sum(entry.get("minutes", {}).values())
+                           for by_run in results.values() for entry in by_run.values()),
             "machine": f"{os.cpu_count()} CPU cores"}
     (args.out / "table.md").write_text(markdown(summary, results, runs, meta))
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -3,6 +3,7 @@
     python tools/mutation_report.py                       # the table, from mutants/
     python tools/mutation_report.py --survivors out.txt   # also every surviving mutant's name
     python tools/mutation_report.py --show                # each survivor's diff (mutmut show)
+    python tools/mutation_report.py --retest solo_multiview/losses   # survivors run again
 
 mutmut writes ``mutants/<module>.py.meta`` (JSON) with an exit code per mutant: 1 or another
 positive code: killed (a test failed); 0: survived; 33: no test covers the function; a negative
@@ -84,6 +85,23 @@ def survivors(results: Dict[str, Dict[str, str]]) -> List[str]:
                   if s in ("survived", "no tests"))
 
 
+def retest(root: Path, folder: str, equivalents: Dict[str, str]) -> int:
+    """Clears the result of every surviving or uncovered mutant (not the reviewed equivalents)
+    of the modules under ``folder``, so the next ``mutmut run`` tests them again: mutmut
+    re-tests a mutant only when its function changed, not when a test was added. Returns how
+    many were cleared."""
+    cleared = 0
+    for meta in sorted((root / folder).rglob("*.py.meta")):
+        data = json.loads(meta.read_text())
+        codes = data["exit_code_by_key"]
+        for name, code in codes.items():
+            if status(code) in ("survived", "no tests") and name not in equivalents:
+                codes[name] = None
+                cleared += 1
+        meta.write_text(json.dumps(data))
+    return cleared
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=Path("mutants"))
@@ -91,10 +109,18 @@ def main() -> None:
                         help="write the surviving and uncovered mutants' names here")
     parser.add_argument("--show", action="store_true",
                         help="print each surviving mutant's diff (mutmut show)")
+    parser.add_argument("--retest", metavar="FOLDER", default=None,
+                        help="clear the survivors' results under FOLDER (e.g. "
+                        "solo_multiview/losses) so that the next mutmut run tests them again")
     args = parser.parse_args()
     if not args.root.is_dir():
         raise SystemExit(f"error: --root {args.root}: no mutmut results there (run `mutmut run` "
                          "first, docs/testing.md)")
+    if args.retest:
+        if not (args.root / args.retest).is_dir():
+            raise SystemExit(f"error: --retest {args.retest}: no such folder under {args.root}")
+        print(f"{retest(args.root, args.retest, read_equivalents())} results cleared under "
+              f"{args.root / args.retest}")
     results = read_results(args.root, read_equivalents())
     print(table(results))
     if args.survivors:
