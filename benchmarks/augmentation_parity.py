@@ -16,7 +16,9 @@ read back from the crop:
   solarization: a constant level 200 (55 after); blur: a checkerboard (its contrast drops);
 - brightness: a constant grey (factor = out / in); contrast: two halves of levels 60 and 160
   (factor = the halves' gap / 100); saturation: a constant colour (factor = its distance from
-  its grey / the original distance); hue: a saturated colour (shift in degrees of HSV hue).
+  its grey / the original distance); hue: a saturated colour (shift in degrees of HSV hue);
+  brightness and contrast together: white strokes on black (the quickstart's digits are such
+  images), where clamping between the two operations shows.
 
 Each row gives mean, 10th, 50th and 90th percentile of both pipelines and the two-sample
 Kolmogorov-Smirnov statistic (0: same distribution; for N samples each, values above about
@@ -124,6 +126,13 @@ def checkerboard() -> np.ndarray:
     return np.repeat(board[..., None], 3, axis=2).astype(np.uint8)
 
 
+def strokes() -> np.ndarray:
+    """A digit-like image: white (255) strokes, a quarter of the pixels, on black."""
+    image = constant((0, 0, 0))
+    image[:, ::4] = 255
+    return image
+
+
 def hue_of(rgb: np.ndarray) -> np.ndarray:
     return np.array([colorsys.rgb_to_hsv(*(p / 255))[0] for p in rgb])
 
@@ -179,6 +188,12 @@ def measurements() -> Dict[str, Tuple[dict, np.ndarray, Callable[[np.ndarray], n
         "saturation factor": (
             only("color_jitter", prob=1.0, brightness=0.0, contrast=0.0, hue=0.0),
             constant(colour), saturation),
+        "stroke level (white strokes on black, brightness 0.4 and contrast 0.4)": (
+            only("color_jitter", prob=1.0, brightness=0.4, contrast=0.4, saturation=0.0,
+                 hue=0.0), strokes(), lambda c: c[:, :, ::4].mean(axis=(1, 2, 3))),
+        "background level (the same)": (
+            only("color_jitter", prob=1.0, brightness=0.4, contrast=0.4, saturation=0.0,
+                 hue=0.0), strokes(), lambda c: c[:, :, 1::4].mean(axis=(1, 2, 3))),
         "hue shift (degrees)": (
             only("color_jitter", prob=1.0, brightness=0.0, contrast=0.0, saturation=0.0),
             constant(saturated), hue),

@@ -184,6 +184,39 @@ def test_jitter_factor_matches_torchvision_functional(monkeypatch, op, arithmeti
         assert np.abs(got - expected).max() <= 1
 
 
+@pytest.mark.parametrize("arithmetic", [False, True])
+def test_brightness_and_contrast_clamp_in_either_order_as_torchvision(monkeypatch, arithmetic):
+    """On white strokes on black, brightening by 1.4 clips the strokes at 255 before a contrast
+    of 0.75, the other order does not: every DALI crop equals torchvision's brightness-then-
+    contrast or contrast-then-brightness (within a level), and both orders occur."""
+    import nvidia.dali.fn as dali_fn
+
+    from solo_multiview.data.dali import augment
+
+    pinned = {0.5: 1.4, 0.7: 0.75}  # brightness range (0.5, 1.5), contrast range (0.7, 1.3)
+    monkeypatch.setattr(augment, "CONTRAST_CENTER_ARGUMENT", not arithmetic)
+    monkeypatch.setattr(augment, "_uniform", lambda low, high: dali_fn.random.uniform(
+        range=[pinned[round(low, 3)], pinned[round(low, 3)] + 1e-5]))
+    image = np.zeros((16, 16, 3), dtype=np.uint8)
+    image[:, ::4] = 200
+    image[:, 1::4] = 255
+    jitter = {"prob": 1.0, "brightness": 0.5, "contrast": 0.3, "saturation": 0.0, "hue": 0.0}
+    entry = aug(16, 2, color_jitter=jitter, mean=[0, 0, 0], std=[1, 1, 1])
+    loader = array_loader(np.stack([image] * 32), np.zeros(32, int), [entry], 16, seed=1)
+    pil = Image.fromarray(image)
+    orders = [np.asarray(TF.adjust_contrast(TF.adjust_brightness(pil, 1.4), 0.75)).astype(int),
+              np.asarray(TF.adjust_brightness(TF.adjust_contrast(pil, 0.75), 1.4)).astype(int)]
+    assert np.abs(orders[0] - orders[1]).max() > 10  # the clip shows
+    seen = []
+    for _, crops, _ in loader:
+        for crop in torch.cat(crops):
+            got = np.rint(crop.permute(1, 2, 0).numpy() * 255).astype(int)
+            errors = [np.abs(got - expected).max() for expected in orders]
+            assert min(errors) <= 1, errors
+            seen.append(int(np.argmin(errors)))
+    assert len(seen) == 64 and 0 < sum(seen) < 64
+
+
 @pytest.mark.parametrize("size", [16, 48])  # blur windows 3 and 5
 @pytest.mark.parametrize("sigma", [0.6, 1.7])
 @pytest.mark.parametrize("blur_filter", [True, False])

@@ -17,10 +17,13 @@ allows:
   the whole image with the ratio clamped); for square images both fall back to the whole image.
   Resampling is DALI's cubic filter, not PIL's: pixels differ by a few levels.
 - colour jitter: torchvision applies brightness, contrast, saturation and hue in a random order
-  per call; here the order is fixed (brightness, contrast, saturation, hue). Contrast pivots on the
-  mean grey level ``0.299 R + 0.587 G + 0.114 B`` of the brightened crop as in torchvision (DALI's
-  own ``color_twist`` pivots on 128; we pass the mean as ``contrast_center``), rounded once after
-  brightness and contrast (torchvision rounds/clamps after each). Saturation blends with the same
+  per call, rounding and clamping after each. Here brightness and contrast come in a random
+  order per sample (either first with probability 1/2, as in torchvision), each rounded and
+  clamped, then saturation and hue in one ``hsv`` call; what differs is only where saturation
+  and hue fall among the four (the four commute except for the rounding and clamping between
+  them, so their order matters only there). Contrast pivots on the mean grey level
+  ``0.299 R + 0.587 G + 0.114 B`` of its input as in torchvision (DALI's own ``color_twist``
+  pivots on 128; we pass the mean as ``contrast_center``). Saturation blends with the same
   grey image (the same formula; DALI's ``hsv`` goes through a YIQ matrix: +-1 level). Hue:
   torchvision shifts H in HSV by ``h * 360`` degrees; DALI's ``hsv`` rotates the chroma plane of
   YIQ by the same angle (same direction, red -> yellow), a linear approximation that differs
@@ -108,26 +111,35 @@ def mean_grey(image: DataNode) -> DataNode:
     return m[0] * GREY_WEIGHTS[0] + m[1] * GREY_WEIGHTS[1] + m[2] * GREY_WEIGHTS[2]
 
 
-def brightness_contrast(image: DataNode, spec: CropSpec) -> DataNode:
-    """``out = b (m + c (x - m))`` with ``m = mean_grey(x)``, i.e. brightness ``b`` then contrast
-    ``c`` pivoting on the brightened image's mean grey ``b m`` (torchvision's), ``b``, ``c`` from
-    torchvision's ranges; rounded and saturated to uint8. On the CPU this is DALI's
-    ``brightness_contrast`` with a per-sample ``contrast_center``; on the GPU (where argument
-    inputs cannot come from GPU data) the same formula as arithmetic."""
-    b = _uniform(*spec.factor_range(spec.brightness)) if spec.brightness else None
-    c = _uniform(*spec.factor_range(spec.contrast)) if spec.contrast else None
-    if b is None and c is None:
-        return image
-    if c is None:
-        return fn.brightness_contrast(image, brightness=b)
+def contrast(image: DataNode, c: DataNode) -> DataNode:
+    """torchvision's ``adjust_contrast``: ``c x + (1 - c) m`` with ``m = mean_grey(x)``, rounded
+    and saturated to uint8. On the CPU this is DALI's ``brightness_contrast`` with a per-sample
+    ``contrast_center``; on the GPU (where argument inputs cannot come from GPU data) the same
+    formula as arithmetic."""
     grey = mean_grey(image)
     if image.device != "gpu" and CONTRAST_CENTER_ARGUMENT:
-        kwargs = {} if b is None else {"brightness": b}
-        return fn.brightness_contrast(image, contrast=c, contrast_center=grey, **kwargs)
-    scale = c if b is None else b * c
-    shift = (1.0 - c) if b is None else b * (1.0 - c)
-    out = image * _like(scale, image) + grey * _like(shift, image)
+        return fn.brightness_contrast(image, contrast=c, contrast_center=grey)
+    out = image * _like(c, image) + grey * _like(1.0 - c, image)
     return fn.cast(out, dtype=types.UINT8)  # rounds to nearest and saturates to [0, 255]
+
+
+def brightness_contrast(image: DataNode, spec: CropSpec) -> DataNode:
+    """Brightness ``b`` and contrast ``c`` from torchvision's ranges, each rounded and
+    saturated to uint8 before the next, in an order drawn per sample (either first with
+    probability 1/2, as torchvision's random order of its jitter operations gives): on images
+    with saturated pixels (white strokes) brightening first clips them before the contrast,
+    and a single ``b (m + c (x - m))`` would not."""
+    b = _uniform(*spec.factor_range(spec.brightness)) if spec.brightness else None
+    c = _uniform(*spec.factor_range(spec.contrast)) if spec.contrast else None
+    if c is None:
+        return image if b is None else fn.brightness_contrast(image, brightness=b)
+    if b is None:
+        return contrast(image, c)
+    if _coin(0.5):
+        image = contrast(fn.brightness_contrast(image, brightness=b), c)
+    else:
+        image = fn.brightness_contrast(contrast(image, c), brightness=b)
+    return image
 
 
 def saturation_hue(image: DataNode, spec: CropSpec) -> DataNode:
