@@ -33,9 +33,10 @@ allows:
 - blur: window = the odd size nearest ``crop_size / 10`` (>= 3), sigma ``~ U[0.1, 2.0]``: the
   same kernel and (reflect-101) borders as torchvision, equal for a given sigma up to a level
   on about one pixel in 10^5 (float summation order). On the CPU it is ``fn.filter`` with the
-  2-D kernel built from sigma in the graph, because ``fn.gaussian_blur`` with a per-sample sigma
-  costs 2-3 times as much there, at every size measured from 32x32 (window 3) to 224x224
-  (window 23); the GPU keeps ``fn.gaussian_blur``.
+  2-D kernel built from sigma in the graph: alone, ``fn.gaussian_blur`` with a per-sample sigma
+  costs 1.2-3 times as much there at every size measured from 32x32 (window 3) to 224x224
+  (window 23); in the whole 32x32 loader the difference is within the noise (BENCHMARKS.md).
+  The GPU keeps ``fn.gaussian_blur``.
 - solarization: a lookup table inverting pixels >= 128 (identical).
 - equalization: DALI's per-channel ``equalize`` scales the cumulative histogram to 0..255;
   PIL's ``ImageOps.equalize`` (torchvision on PIL images) leaves the top bin out of its step, so
