@@ -1,5 +1,5 @@
-"""Every loss names itself and its argument, word for word, when it gets too few views or a
-wrong band: the one-line errors users see come from these names."""
+"""Every loss names itself and its argument, word for word, when it gets too few views, a wrong
+band or a bad setting: the one-line errors users see come from these names."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ from solo_multiview.losses.emp_ssl import emp_ssl_loss
 from solo_multiview.losses.fastsiam import fastsiam_loss
 from solo_multiview.losses.mmcr import mmcr_loss
 from solo_multiview.losses.mv_barlow_twins import mv_barlow_twins_loss
+from solo_multiview.losses.mv_byol import mv_byol_loss
 from solo_multiview.losses.mv_dhel import mv_dhel_loss
 from solo_multiview.losses.mv_infonce import mv_infonce_loss
+from solo_multiview.losses.mv_mocov2plus import mv_mocov2plus_loss
+from solo_multiview.losses.mv_simsiam import mv_simsiam_loss
 from solo_multiview.losses.mv_vicreg import mv_vicreg_loss
 from solo_multiview.losses.polyview import polyview_loss
 
@@ -32,6 +35,30 @@ TWO_VIEWS = torch.randn(2, 4, 3)
      "large crops, predictions for every crop"),
     (lambda: mv_dhel_loss(TWO_VIEWS, band="x"),
      "mv_dhel_loss: band must be a BandFilter or None (no filter); got str"),
+    (lambda: mv_infonce_loss(TWO_VIEWS, band="x"),
+     "mv_infonce_loss: band must be a BandFilter or None (no filter); got str"),
+    (lambda: mv_infonce_loss(TWO_VIEWS, negatives="bogus"),
+     "mv_infonce_loss: negatives must be one of cross_view, all; got 'bogus'"),
+    (lambda: mv_mocov2plus_loss(ONE_VIEW, TWO_VIEWS, torch.randn(2, 5, 3)),
+     "mv_mocov2plus_loss: q: expected at least 2 views, got 1"),
+    (lambda: mv_mocov2plus_loss(TWO_VIEWS, ONE_VIEW, torch.randn(2, 5, 3)),
+     "mv_mocov2plus_loss: k: expected at least 2 views, got 1"),
+    (lambda: mv_simsiam_loss(ONE_VIEW, TWO_VIEWS),
+     "mv_simsiam_loss: p: expected at least 2 views, got 1"),
+    (lambda: mv_simsiam_loss(TWO_VIEWS, torch.randn(3, 4, 3)),
+     "mv_simsiam_loss: got 3 target views but only 2 prediction views; targets exist for the "
+     "large crops, predictions for every crop"),
+    (lambda: emp_ssl_loss(TWO_VIEWS, eps=0.0),
+     "emp_ssl_loss: eps must be a finite number > 0; got 0.0"),
+    (lambda: emp_ssl_loss(TWO_VIEWS, invariance_weight=-1.0),
+     "emp_ssl_loss: invariance_weight must be a finite number >= 0; got -1.0"),
+    (lambda: mv_byol_loss(ONE_VIEW, TWO_VIEWS),
+     "mv_byol_loss: p: expected at least 2 views, got 1"),
+    (lambda: polyview_loss(TWO_VIEWS, form="bogus"),
+     "polyview_loss: form must be one of geometric, arithmetic, sufficient_statistics; got "
+     "'bogus'"),
+    (lambda: fastsiam_loss(TWO_VIEWS, torch.randn(2, 4, 5)),
+     "fastsiam_loss: p and z must share (B, d); got (2, 4, 3) and (2, 4, 5)"),
 ])
 def test_errors_name_the_loss_exactly(call, message):
     with pytest.raises(ValueError) as error:
