@@ -165,6 +165,8 @@ def measurements() -> Dict[str, Tuple[dict, np.ndarray, Callable[[np.ndarray], n
         shift = (hue_of(c.mean(axis=(1, 2))) - base_hue + 0.5) % 1.0 - 0.5
         return shift * 360
 
+    brightness_contrast = only("color_jitter", prob=1.0, brightness=0.4, contrast=0.4,
+                               saturation=0.0, hue=0.0)
     return {
         "crop area fraction": (only("rrc"), coordinates(), area),
         "crop log(w / h)": (only("rrc"), coordinates(), log_ratio),
@@ -189,11 +191,9 @@ def measurements() -> Dict[str, Tuple[dict, np.ndarray, Callable[[np.ndarray], n
             only("color_jitter", prob=1.0, brightness=0.0, contrast=0.0, hue=0.0),
             constant(colour), saturation),
         "stroke level (white strokes on black, brightness 0.4 and contrast 0.4)": (
-            only("color_jitter", prob=1.0, brightness=0.4, contrast=0.4, saturation=0.0,
-                 hue=0.0), strokes(), lambda c: c[:, :, ::4].mean(axis=(1, 2, 3))),
+            brightness_contrast, strokes(), lambda c: c[:, :, ::4].mean(axis=(1, 2, 3))),
         "background level (the same)": (
-            only("color_jitter", prob=1.0, brightness=0.4, contrast=0.4, saturation=0.0,
-                 hue=0.0), strokes(), lambda c: c[:, :, 1::4].mean(axis=(1, 2, 3))),
+            brightness_contrast, strokes(), lambda c: c[:, :, 1::4].mean(axis=(1, 2, 3))),
         "hue shift (degrees)": (
             only("color_jitter", prob=1.0, brightness=0.0, contrast=0.0, saturation=0.0),
             constant(saturated), hue),
