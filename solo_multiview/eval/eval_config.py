@@ -347,10 +347,12 @@ def _reworded(error: ConfigError, root: type, container: Any, kind: str) -> Eval
     nullable = info.type.endswith(" or null")
     base = info.type[:-len(" or null")] if nullable else info.type
     if info.allowed and not info.allowed.startswith((">", "<")):  # choices, not a range
-        hint = text[text.find("; did you mean"):] if "; did you mean" in text else ""
+        choices = info.allowed.split(" | ")
+        # the schema's suggestion ends its message (the value itself may hold the same words)
+        hint = next((h for h in (f"; did you mean {c!r}?" for c in choices) if text.endswith(h)),
+                    "")
         return EvalConfigError(f"{path}: unknown value {value!r}; choose one of "
-                               f"{info.allowed.split(' | ')}{' or null' if nullable else ''}"
-                               f"{hint}")
+                               f"{choices}{' or null' if nullable else ''}{hint}")
     tail = f" [{info.help}]" if info.help else ""
     wanted = _TYPE_WORDS.get(base, base)
     if info.allowed:
