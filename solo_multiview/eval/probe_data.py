@@ -123,10 +123,11 @@ def merge_long_tail(ckpt_lt: Any, eval_lt: Any) -> Optional[Dict[str, Any]]:
     None when neither sets one (the data layer's per-dataset defaults then apply)."""
     if isinstance(eval_lt, omegaconf.DictConfig):
         eval_lt = OmegaConf.to_container(eval_lt, resolve=True)
-    if not ckpt_lt and not eval_lt:
+    overrides = {k: v for k, v in (eval_lt or {}).items() if v is not None}
+    if not ckpt_lt and not overrides:
         return None
     merged = dict(ckpt_lt or {})
-    merged.update({k: v for k, v in (eval_lt or {}).items() if v is not None})
+    merged.update(overrides)
     return merged
 
 
