@@ -102,6 +102,8 @@ def main() -> None:
                         help="mutant name prefixes (default: every survivor)")
     parser.add_argument("--root", type=Path, default=Path("mutants"))
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--pytest-arg", action="append", default=[],
+                        help="one more pytest argument (repeatable), e.g. --pytest-arg=-k=name")
     parser.add_argument("--cpu-limit", type=int, default=120,
                         help="CPU seconds a child may use before it counts as a timeout")
     args = parser.parse_args()
@@ -115,6 +117,7 @@ def main() -> None:
     if not candidates:
         print("no surviving mutants match")
         return
+    PYTEST_ARGS.extend(args.pytest_arg)
     for test in args.tests:  # the copy under mutants/ is what the children import
         shutil.copy(test, args.root / test)
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # forked children hang in torch's pool else
