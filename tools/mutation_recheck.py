@@ -113,6 +113,7 @@ def main() -> None:
     missing = [t for t in args.tests if not Path(t).is_file()]
     if missing:
         raise SystemExit(f"error: no such test file: {', '.join(missing)}")
+    args.root = args.root.resolve()  # the result files are written after the chdir below
     candidates = survivors_matching(args.root, args.only, read_equivalents())
     if not candidates:
         print("no surviving mutants match")
