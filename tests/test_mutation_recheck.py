@@ -54,3 +54,23 @@ def test_each_child_sees_its_own_mutant(tmp_path, monkeypatch):
                                        ["test_switch.py"], jobs=2, cpu_limit_s=60)
     assert results == {"": 0, "m.bad__1": 1, "m.good__1": 0, "m.bad__2": 1}
     assert os.environ["MUTANT_UNDER_TEST"] == ""  # the parent's environment is untouched
+
+
+def test_the_command_records_kills_in_the_result_files(tmp_path):
+    """End to end, from a relative ``--root`` (the results are written after the chdir)."""
+    import subprocess
+
+    tool = Path(__file__).resolve().parents[1] / "tools" / "mutation_recheck.py"
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "mutants" / "tests").mkdir(parents=True)
+    (tmp_path / "tests" / "test_switch.py").write_text(
+        "import os\n\ndef test_switch():\n"
+        "    assert os.environ['MUTANT_UNDER_TEST'] != 'm.bad__1'\n")
+    meta = write_meta(tmp_path / "mutants", "solo_multiview/m.py",
+                      {"m.bad__1": 0, "m.good__1": 0, "m.done__1": 1})
+    proc = subprocess.run([sys.executable, str(tool), "tests/test_switch.py"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "1 of 2 matching survivors killed and recorded" in proc.stdout
+    assert json.loads(meta.read_text())["exit_code_by_key"] == {
+        "m.bad__1": 1, "m.good__1": 0, "m.done__1": 1}
