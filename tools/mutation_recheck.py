@@ -29,7 +29,7 @@ from typing import Dict, List, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mutation_report import read_equivalents, status  # noqa: E402
+from mutation_report import open_survivor, read_equivalents  # noqa: E402
 
 PYTEST_ARGS = ["-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "-W", "ignore",
                "--rootdir=."]
@@ -42,8 +42,8 @@ def survivors_matching(root: Path, prefixes: Sequence[str],
     found = {}
     for meta in sorted(root.rglob("*.py.meta")):
         for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
-            if (status(code) in ("survived", "no tests") and name not in equivalents
-                    and (not prefixes or name.startswith(tuple(prefixes)))):
+            if open_survivor(name, code, equivalents) and (
+                    not prefixes or name.startswith(tuple(prefixes))):
                 found[name] = meta
     return found
 

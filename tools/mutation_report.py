@@ -45,6 +45,12 @@ def status(code) -> str:
     return "killed" if code != 0 else "survived"
 
 
+def open_survivor(name: str, code, equivalents: Dict[str, str]) -> bool:
+    """A surviving or uncovered mutant that is not a reviewed equivalent: one a new test may
+    still kill."""
+    return status(code) in ("survived", "no tests") and name not in equivalents
+
+
 def read_results(root: Path, equivalents: Dict[str, str]) -> Dict[str, Dict[str, str]]:
     """{module path: {mutant name: status}} for every result file under ``root``."""
     results: Dict[str, Dict[str, str]] = {}
@@ -95,7 +101,7 @@ def retest(root: Path, folder: str, equivalents: Dict[str, str]) -> int:
         data = json.loads(meta.read_text())
         codes = data["exit_code_by_key"]
         for name, code in codes.items():
-            if status(code) in ("survived", "no tests") and name not in equivalents:
+            if open_survivor(name, code, equivalents):
                 codes[name] = None
                 cleared += 1
         meta.write_text(json.dumps(data))
