@@ -17,11 +17,18 @@ from typing import Dict, List
 NOT_A_MUTANT = {"", "stats", "list_all_tests", "fail", "mutant_generation"}
 
 
+_loaded: Dict[str, float] = {}
+
+
 def _durations() -> Dict[str, float]:
-    stats = Path.cwd() / "mutmut-stats.json"
-    if not stats.is_file():
-        return {}
-    return json.loads(stats.read_text()).get("duration_by_test", {})
+    # read once per process: the clean run (after the stats are written) reads it in mutmut's
+    # main process, and the children forked from there, one per mutant, inherit it instead of
+    # each parsing the whole stats file again
+    if not _loaded:
+        stats = Path.cwd() / "mutmut-stats.json"
+        if stats.is_file():
+            _loaded.update(json.loads(stats.read_text()).get("duration_by_test", {}))
+    return _loaded
 
 
 def budgeted(items: List, durations: Dict[str, float], budget_s: float) -> List:
@@ -39,6 +46,8 @@ def budgeted(items: List, durations: Dict[str, float], budget_s: float) -> List:
 
 def pytest_collection_modifyitems(session, config, items) -> None:
     mutant = os.environ.get("MUTANT_UNDER_TEST", "")
+    if mutant == "":
+        _durations()  # the clean run: warm the cache the mutants' children inherit
     if mutant in NOT_A_MUTANT or "__mutmut_" not in mutant:
         return
     kept = budgeted(items, _durations(), float(os.environ.get("MUTATION_BUDGET_S", "3")))
