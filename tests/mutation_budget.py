@@ -1,7 +1,7 @@
 """pytest plugin for the mutation run (docs/testing.md; loaded by ``[tool.mutmut]`` in
 pyproject.toml, inert otherwise): each mutant runs only the fastest of the tests that cover its
-function, up to ``MUTATION_BUDGET_S`` seconds of their recorded durations (default 3; at least
-one test). mutmut gives a mutant every test that executes the function, and for the functions
+function, up to ``MUTATION_BUDGET_S`` seconds of their recorded durations (default 1, the first pass
+of docs/testing.md; at least one test). mutmut gives a mutant every test that executes the function, and for the functions
 the whole pipeline goes through (config parsing, the backbone, the training step) that is
 hundreds of Lightning runs: a survivor there would cost minutes. The durations are the ones
 mutmut recorded in ``mutants/mutmut-stats.json`` while collecting coverage."""
@@ -50,7 +50,7 @@ def pytest_collection_modifyitems(session, config, items) -> None:
         _durations()  # the clean run: warm the cache the mutants' children inherit
     if mutant in NOT_A_MUTANT or "__mutmut_" not in mutant:
         return
-    kept = budgeted(items, _durations(), float(os.environ.get("MUTATION_BUDGET_S", "3")))
+    kept = budgeted(items, _durations(), float(os.environ.get("MUTATION_BUDGET_S", "1")))
     dropped = [item for item in items if item not in kept]
     if dropped:
         config.hook.pytest_deselected(items=dropped)
