@@ -1,10 +1,11 @@
 """pytest plugin for the mutation run (docs/testing.md; loaded by ``[tool.mutmut]`` in
 pyproject.toml, inert otherwise): each mutant runs only the fastest of the tests that cover its
-function, up to ``MUTATION_BUDGET_S`` seconds of their recorded durations (default 1, the first pass
-of docs/testing.md; at least one test). mutmut gives a mutant every test that executes the function, and for the functions
-the whole pipeline goes through (config parsing, the backbone, the training step) that is
-hundreds of Lightning runs: a survivor there would cost minutes. The durations are the ones
-mutmut recorded in ``mutants/mutmut-stats.json`` while collecting coverage."""
+function, up to ``MUTATION_BUDGET_S`` seconds of their recorded durations (default 1, the first
+pass of docs/testing.md; at least one test). mutmut gives a mutant every test that executes the
+function, and for the functions the whole pipeline goes through (config parsing, the backbone,
+the training step) that is hundreds of Lightning runs: a survivor there would cost minutes. The
+durations are the ones mutmut recorded in ``mutants/mutmut-stats.json`` while collecting
+coverage."""
 
 from __future__ import annotations
 
