@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
 import mutation_report  # noqa: E402
@@ -39,3 +41,36 @@ def test_retest_clears_survivors_of_one_folder_only(tmp_path):
     assert codes == {"a.x__1": 1, "a.x__2": None, "a.x__3": None, "a.x__4": 0}
     assert json.loads(losses.read_text())["hash_by_function_name"] == {}  # the rest kept
     assert json.loads(hosts.read_text())["exit_code_by_key"] == {"b.y__1": 0}
+
+
+def test_carry_over_marks_unlisted_unrun_mutants_killed_and_keeps_results(tmp_path):
+    meta = write_meta(tmp_path, "solo_multiview/data/a.py",
+                      {"a.x__1": None, "a.x__2": None, "a.x__3": None, "a.x__4": 0,
+                       "a.x__5": None})
+    # a.x__2 listed as a survivor, a.x__3 a reviewed equivalent: both stay to be run;
+    # a.x__4 already has a result (kept, though unlisted)
+    marked, left = mutation_report.carry_over(tmp_path, ["a.x__2"], {"a.x__3": "reason"})
+    assert (marked, left) == (2, 2)
+    assert json.loads(meta.read_text())["exit_code_by_key"] == {
+        "a.x__1": 1, "a.x__2": None, "a.x__3": None, "a.x__4": 0, "a.x__5": 1}
+
+
+def test_survivor_list_carries_over_only_onto_the_tree_it_was_measured_on(tmp_path):
+    path = tmp_path / "survivors.txt"
+    mutation_report.write_survivors(path, ["a.x__2", "b.y__7"], "abc123")
+    assert path.read_text() == "# solo_multiview tree abc123\na.x__2\nb.y__7\n"
+    assert mutation_report.read_survivor_list(path, "abc123") == ["a.x__2", "b.y__7"]
+    with pytest.raises(SystemExit) as other:
+        mutation_report.read_survivor_list(path, "def456")
+    assert str(other.value) == (
+        f"error: --carry-over {path}: measured on solo_multiview tree abc123, checked out now: "
+        "def456; only the listed tree's verdicts carry over (run every mutant instead)")
+    with pytest.raises(SystemExit) as dirty:
+        mutation_report.read_survivor_list(path, "")
+    assert "checked out now: with uncommitted changes;" in str(dirty.value)
+    mutation_report.write_survivors(path, ["a.x__2"], "")  # written from uncommitted code
+    with pytest.raises(SystemExit, match="tree with uncommitted changes, checked out now: abc"):
+        mutation_report.read_survivor_list(path, "abc123")
+    (tmp_path / "bare.txt").write_text("a.x__2\n")
+    with pytest.raises(SystemExit, match=r"tree \(no tree line\), checked out now: abc123"):
+        mutation_report.read_survivor_list(tmp_path / "bare.txt", "abc123")

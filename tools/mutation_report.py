@@ -4,6 +4,7 @@
     python tools/mutation_report.py --survivors out.txt   # also every surviving mutant's name
     python tools/mutation_report.py --show                # each survivor's diff (mutmut show)
     python tools/mutation_report.py --retest solo_multiview/losses   # survivors run again
+    python tools/mutation_report.py --carry-over benchmarks/results/mutation_survivors.txt
 
 mutmut writes ``mutants/<module>.py.meta`` (JSON) with an exit code per mutant: 1 or another
 positive code: killed (a test failed); 0: survived; 33: no test covers the function; a negative
@@ -12,6 +13,13 @@ mutmut does); None: not run yet. Score = killed / (killed + survived + no tests)
 run mutants that some test catches. ``tools/mutation_equivalents.txt`` lists the survivors
 reviewed as equivalent (no test can tell them from the original: the reason is on each line);
 they count in the "equivalent" column and leave the score's denominator.
+
+``--carry-over`` is for a machine without the earlier ``mutants/`` (it is not in git): after
+``mutmut run`` has generated the mutants, it marks every mutant that the named survivor lists do
+not name as killed, so that the next ``mutmut run`` tests only the listed ones (and the reviewed
+equivalents, to see them survive again). It refuses unless each list's first line names the
+``solo_multiview`` tree that is checked out now, unchanged: a killed verdict holds only for the
+code it was measured on, and tests are only ever added.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 STATUS = {None: "not run", 0: "survived", 33: "no tests"}
+TREE_HEADER = "# solo_multiview tree "
 EQUIVALENTS = Path(__file__).with_name("mutation_equivalents.txt")
 
 
@@ -91,6 +100,55 @@ def survivors(results: Dict[str, Dict[str, str]]) -> List[str]:
                   if s in ("survived", "no tests"))
 
 
+def source_tree() -> str:
+    """The git tree id of ``solo_multiview/`` at HEAD, or "" when it has uncommitted changes (or
+    no git): what a survivor list's verdicts were measured on."""
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], capture_output=True, text=True)
+    tree = git("rev-parse", "HEAD:solo_multiview")
+    dirty = git("status", "--porcelain", "--", "solo_multiview")
+    if tree.returncode or dirty.returncode or dirty.stdout.strip():
+        return ""
+    return tree.stdout.strip()
+
+
+def write_survivors(path: Path, names: List[str], tree: str) -> None:
+    path.write_text(f"{TREE_HEADER}{tree or 'with uncommitted changes'}\n"
+                    + "".join(f"{name}\n" for name in names))
+
+
+def read_survivor_list(path: Path, tree: str) -> List[str]:
+    """The names in a list written by ``--survivors``; refuses a list measured on other code."""
+    lines = path.read_text().splitlines()
+    listed = lines[0][len(TREE_HEADER):] if lines and lines[0].startswith(TREE_HEADER) else None
+    if not tree or listed != tree:
+        now = tree or "with uncommitted changes"
+        raise SystemExit(f"error: --carry-over {path}: measured on solo_multiview tree "
+                         f"{listed or '(no tree line)'}, checked out now: {now}; only the "
+                         "listed tree's verdicts carry over (run every mutant instead)")
+    return [line.strip() for line in lines[1:] if line.strip() and not line.startswith("#")]
+
+
+def carry_over(root: Path, listed: List[str], equivalents: Dict[str, str]) -> Tuple[int, int]:
+    """Marks each mutant not run yet as killed (1) unless ``listed`` or a reviewed equivalent
+    names it; those stay to be run. Returns (marked killed, left to run)."""
+    keep = set(listed) | set(equivalents)
+    marked = left = 0
+    for meta in sorted(root.rglob("*.py.meta")):
+        data = json.loads(meta.read_text())
+        codes = data["exit_code_by_key"]
+        for name, code in codes.items():
+            if code is not None:
+                continue
+            if name in keep:
+                left += 1
+            else:
+                codes[name] = 1
+                marked += 1
+        meta.write_text(json.dumps(data))
+    return marked, left
+
+
 def retest(root: Path, folder: str, equivalents: Dict[str, str]) -> int:
     """Clears the result of every surviving or uncovered mutant (not the reviewed equivalents)
     of the modules under ``folder``, so the next ``mutmut run`` tests them again: mutmut
@@ -118,6 +176,9 @@ def main() -> None:
     parser.add_argument("--retest", metavar="FOLDER", default=None,
                         help="clear the survivors' results under FOLDER (e.g. "
                         "solo_multiview/losses) so that the next mutmut run tests them again")
+    parser.add_argument("--carry-over", metavar="LIST", nargs="+", type=Path, default=None,
+                        help="survivor lists of an earlier run on the same source: mark every "
+                        "mutant they do not name as killed (a new machine's mutants/)")
     args = parser.parse_args()
     if not args.root.is_dir():
         raise SystemExit(f"error: --root {args.root}: no mutmut results there (run `mutmut run` "
@@ -127,10 +188,15 @@ def main() -> None:
             raise SystemExit(f"error: --retest {args.retest}: no such folder under {args.root}")
         print(f"{retest(args.root, args.retest, read_equivalents())} results cleared under "
               f"{args.root / args.retest}")
+    if args.carry_over:
+        tree = source_tree()
+        listed = [name for path in args.carry_over for name in read_survivor_list(path, tree)]
+        marked, left = carry_over(args.root, listed, read_equivalents())
+        print(f"{marked} mutants marked killed from the earlier run, {left} left to run")
     results = read_results(args.root, read_equivalents())
     print(table(results))
     if args.survivors:
-        args.survivors.write_text("\n".join(survivors(results)) + "\n")
+        write_survivors(args.survivors, survivors(results), source_tree())
     if args.show:
         for name in survivors(results):
             diff = subprocess.run(["mutmut", "show", name], capture_output=True, text=True).stdout
