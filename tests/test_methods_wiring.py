@@ -114,6 +114,18 @@ def test_polyview_head_is_simclrs(tmp_path):
     assert str(model.projector) == str(two_layer(model.features_dim))
 
 
+def test_emp_ssl_head_is_the_authors_three_layer_projector(tmp_path):
+    # EMP-SSL's model/model.py: (Linear-BN-ReLU) x 2, then Linear, at the configured widths
+    cfg = parse_pretrain_cfg(preset_cfg("emp_ssl", [*TINY_MODEL, "method_kwargs.num_views=2"]))
+    model = build_method(cfg)
+    d, hidden = model.features_dim, cfg.method_kwargs.proj_hidden_dim
+    out = cfg.method_kwargs.proj_output_dim
+    expected = nn.Sequential(nn.Linear(d, hidden), nn.BatchNorm1d(hidden), relu(),
+                             nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), relu(),
+                             nn.Linear(hidden, out))
+    assert str(model.projector) == str(expected)
+
+
 @pytest.mark.parametrize("method", ["mv_byol", "mv_mocov2plus"])
 def test_momentum_projector_is_a_frozen_copy(tmp_path, method):
     model = build_model(tmp_path, method, "builtin", 2)
