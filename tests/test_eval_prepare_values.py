@@ -722,3 +722,17 @@ def test_shots_are_drawn_with_the_evaluation_seed():
     assert data.train.source_indexes.tolist() == expected.tolist()
     assert sorted(expected.tolist()) != sorted(few_shot_indexes(targets, 10, 2, 0).tolist())
     assert data.images == ImageSettings("digits", 16, 16, *IMAGENET)
+
+
+def test_a_long_tail_list_enters_the_cache_identity_of_an_image_list_only(tmp_path):
+    # data.long_tail.split_file is read for data.dataset=image_list; on other datasets the
+    # training source is the dataset's own, and the feature cache must not key on the file
+    listed = tmp_path / "train.txt"
+    listed.write_text("a.png 0\n")
+    cfg = parse_eval_cfg(compose_eval("knn_quickstart_digits", [
+        "pretrained_feature_extractor=/some/run"]), "knn")
+    data = build_eval_data(cfg, {"data": {"dataset": "digits",
+                                          "long_tail": {"split_file": str(listed)}}})
+    assert data.source_ids == {
+        "train": {"dataset": "digits", "split": "train", "root": None, "list": None},
+        "test": {"dataset": "digits", "split": "test", "root": None, "list": None}}
