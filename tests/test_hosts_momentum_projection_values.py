@@ -88,13 +88,10 @@ def small_cfg(**over):
         "performance": {"disable_channel_last": True},
         "momentum": {"classifier": True, "base_tau": 0.99, "final_tau": 1.0},
     }
-    for key, value in over.items():
-        node = cfg
-        *path, last = key.split("__")
-        for part in path:
-            node = node[part]
-        node[last] = value
-    return OmegaConf.create(cfg)
+    conf = OmegaConf.create(cfg)
+    for key, value in over.items():  # "optimizer__lr" sets optimizer.lr
+        OmegaConf.update(conf, key.replace("__", "."), value, merge=False)
+    return conf
 
 
 class FixedLogits(nn.Module):
