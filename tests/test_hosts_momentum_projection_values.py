@@ -28,6 +28,7 @@ from solo_multiview.hosts.builtin import (
     topk_accuracy,
 )
 from solo_multiview.hosts.contract import KViewMethod
+from tests.test_hosts_optim_builtin_values import method_cfg
 
 
 # ------------------------------------------------------------------ MomentumUpdater
@@ -71,27 +72,22 @@ def test_topk_accuracy_reads_classes_along_dim_one():
 
 
 # ------------------------------------------------------------------ the models
+# test_hosts_optim_builtin_values' BaseMethod config, made small: 3 classes, no small crops, a
+# constant learning rate, no kNN, taus 0.99 -> 1
+SMALL = {
+    "data__num_classes": 3, "data__num_small_crops": 0, "max_epochs": 2,
+    "accumulate_grad_batches": 1,
+    "optimizer": {"name": "sgd", "batch_size": 4, "lr": 0.1, "weight_decay": 0.0,
+                  "classifier_lr": 0.1, "kwargs": {}, "exclude_bias_n_norm_wd": False},
+    "scheduler": {"name": "none", "lr_decay_steps": None, "min_lr": 0.0, "warmup_start_lr": 0.0,
+                  "warmup_epochs": 0, "interval": "step"},
+    "knn_eval": {"enabled": False, "k": 3, "temperature": 0.1},
+    "momentum": {"classifier": True, "base_tau": 0.99, "final_tau": 1.0},
+}
+
+
 def small_cfg(**over):
-    cfg = {
-        "method": "mv_simclr",
-        "backbone": {"name": "convnet", "kwargs": {"width": 4, "depth": 2}, "stem": "auto",
-                     "cifar_stem_padding": 2},
-        "data": {"dataset": "cifar10", "num_classes": 3, "num_large_crops": 2,
-                 "num_small_crops": 0},
-        "max_epochs": 2,
-        "accumulate_grad_batches": 1,
-        "optimizer": {"name": "sgd", "batch_size": 4, "lr": 0.1, "weight_decay": 0.0,
-                      "classifier_lr": 0.1, "kwargs": {}, "exclude_bias_n_norm_wd": False},
-        "scheduler": {"name": "none", "lr_decay_steps": None, "min_lr": 0.0,
-                      "warmup_start_lr": 0.0, "warmup_epochs": 0, "interval": "step"},
-        "knn_eval": {"enabled": False, "k": 3, "temperature": 0.1},
-        "performance": {"disable_channel_last": True},
-        "momentum": {"classifier": True, "base_tau": 0.99, "final_tau": 1.0},
-    }
-    conf = OmegaConf.create(cfg)
-    for key, value in over.items():  # "optimizer__lr" sets optimizer.lr
-        OmegaConf.update(conf, key.replace("__", "."), value, merge=False)
-    return conf
+    return method_cfg(**{**SMALL, **over})
 
 
 class FixedLogits(nn.Module):
