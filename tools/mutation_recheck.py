@@ -25,11 +25,11 @@ import resource
 import shutil
 import sys
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mutation_report import open_survivor, read_equivalents  # noqa: E402
+from mutation_report import edit_results, open_survivor, read_equivalents  # noqa: E402
 
 PYTEST_ARGS = ["-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "-W", "ignore",
                "--rootdir=."]
@@ -50,13 +50,8 @@ def survivors_matching(root: Path, prefixes: Sequence[str],
 
 def record_killed(killed: Dict[str, Path]) -> None:
     """Writes exit code 1 for each killed mutant into its result file."""
-    by_file: Dict[Path, List[str]] = {}
-    for name, meta in killed.items():
-        by_file.setdefault(meta, []).append(name)
-    for meta, names in by_file.items():
-        data = json.loads(meta.read_text())
-        data["exit_code_by_key"].update({name: 1 for name in names})
-        meta.write_text(json.dumps(data))
+    edit_results(sorted(set(killed.values())),
+                 lambda name, code: 1 if name in killed else code)
 
 
 def _run_in_child(mutant: str, test_files: Sequence[str], cpu_limit_s: int) -> int:

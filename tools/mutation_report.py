@@ -29,7 +29,7 @@ import json
 import subprocess
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 STATUS = {None: "not run", 0: "survived", 33: "no tests"}
 TREE_HEADER = "# solo_multiview tree "
@@ -129,24 +129,29 @@ def read_survivor_list(path: Path, tree: str) -> List[str]:
     return [line.strip() for line in lines[1:] if line.strip() and not line.startswith("#")]
 
 
-def carry_over(root: Path, listed: List[str], equivalents: Dict[str, str]) -> Tuple[int, int]:
-    """Marks each mutant not run yet as killed (1) unless ``listed`` or a reviewed equivalent
-    names it; those stay to be run. Returns (marked killed, left to run)."""
-    keep = set(listed) | set(equivalents)
-    marked = left = 0
-    for meta in sorted(root.rglob("*.py.meta")):
+def edit_results(metas: Iterable[Path],
+                 edit: Callable[[str, Optional[int]], Optional[int]]) -> int:
+    """Sets each mutant's exit code to ``edit(name, code)`` in mutmut's result files (a file is
+    written only when one of its codes changes). Returns how many codes changed."""
+    changed = 0
+    for meta in metas:
         data = json.loads(meta.read_text())
         codes = data["exit_code_by_key"]
-        for name, code in codes.items():
-            if code is not None:
-                continue
-            if name in keep:
-                left += 1
-            else:
-                codes[name] = 1
-                marked += 1
-        meta.write_text(json.dumps(data))
-    return marked, left
+        edited = {name: edit(name, code) for name, code in codes.items()}
+        count = sum(edited[name] != code for name, code in codes.items())
+        if count:
+            data["exit_code_by_key"] = edited
+            meta.write_text(json.dumps(data))
+            changed += count
+    return changed
+
+
+def carry_over(root: Path, listed: List[str], equivalents: Dict[str, str]) -> int:
+    """Marks each mutant not run yet as killed (1) unless ``listed`` or a reviewed equivalent
+    names it; those stay to be run (the table's "not run"). Returns how many were marked."""
+    keep = set(listed) | set(equivalents)
+    return edit_results(sorted(root.rglob("*.py.meta")),
+                        lambda name, code: 1 if code is None and name not in keep else code)
 
 
 def retest(root: Path, folder: str, equivalents: Dict[str, str]) -> int:
@@ -154,16 +159,9 @@ def retest(root: Path, folder: str, equivalents: Dict[str, str]) -> int:
     of the modules under ``folder``, so the next ``mutmut run`` tests them again: mutmut
     re-tests a mutant only when its function changed, not when a test was added. Returns how
     many were cleared."""
-    cleared = 0
-    for meta in sorted((root / folder).rglob("*.py.meta")):
-        data = json.loads(meta.read_text())
-        codes = data["exit_code_by_key"]
-        for name, code in codes.items():
-            if open_survivor(name, code, equivalents):
-                codes[name] = None
-                cleared += 1
-        meta.write_text(json.dumps(data))
-    return cleared
+    return edit_results(sorted((root / folder).rglob("*.py.meta")),
+                        lambda name, code: None if open_survivor(name, code, equivalents)
+                        else code)
 
 
 def main() -> None:
@@ -191,8 +189,9 @@ def main() -> None:
     if args.carry_over:
         tree = source_tree()
         listed = [name for path in args.carry_over for name in read_survivor_list(path, tree)]
-        marked, left = carry_over(args.root, listed, read_equivalents())
-        print(f"{marked} mutants marked killed from the earlier run, {left} left to run")
+        marked = carry_over(args.root, listed, read_equivalents())
+        print(f"{marked} mutants marked killed from the earlier run; the rest of the table's "
+              "\"not run\" is left to run")
     results = read_results(args.root, read_equivalents())
     print(table(results))
     if args.survivors:
