@@ -41,15 +41,17 @@ VERSION = re.compile(r"\d{8}-\d{6}-[0-9a-f]{4}")
 
 
 class Recorder:
-    """A callee stand-in: records its calls, returns ``result``."""
+    """A callee stand-in: records its calls, returns ``result`` (or what ``wraps``, the real
+    callee, returns)."""
 
-    def __init__(self, result=None):
+    def __init__(self, result=None, wraps=None):
         self.calls = []
         self.result = result
+        self.wraps = wraps
 
     def __call__(self, *args, **kwargs):
         self.calls.append((args, kwargs))
-        return self.result
+        return self.wraps(*args, **kwargs) if self.wraps else self.result
 
 
 class FakeSource:
@@ -79,22 +81,10 @@ def _callback_types(trainer):
 # ------------------------------------------------------------------ prepare_pretrain
 def test_fresh_run_returns_every_part(tmp_path, monkeypatch, capsys):
     _fresh_seed_env(monkeypatch)
-    logger_calls = []
-    real_logger = pretrain.build_logger
-
-    def logger_spy(cfg, folder, resuming=False):
-        logger_calls.append((cfg, folder, resuming))
-        return real_logger(cfg, folder, resuming=resuming)
-
-    monkeypatch.setattr(pretrain, "build_logger", logger_spy)
-    data_calls = []
-    real_data = pretrain.build_train_data
-
-    def data_spy(cfg, views=None):
-        data_calls.append((cfg, views))
-        return real_data(cfg, views)
-
-    monkeypatch.setattr(pretrain, "build_train_data", data_spy)
+    logger = Recorder(wraps=pretrain.build_logger)
+    monkeypatch.setattr(pretrain, "build_logger", logger)
+    data = Recorder(wraps=pretrain.build_train_data)
+    monkeypatch.setattr(pretrain, "build_train_data", data)
     cfg = tiny_cfg(tmp_path, overrides=["seed=7", "checkpoint.enabled=true",
                                         "++checkpoint.frequency=3", "++checkpoint.keep_prev=true"])
     run = pretrain.prepare_pretrain(cfg)
@@ -110,10 +100,11 @@ def test_fresh_run_returns_every_part(tmp_path, monkeypatch, capsys):
         run.cfg.seed = 1
     assert capsys.readouterr().out.splitlines() == [DIGITS_LINE]
     # data
-    assert len(data_calls) == 1
-    assert data_calls[0][0] is run.cfg
-    assert data_calls[0][1] == methods_module.view_spec(run.cfg)
-    assert data_calls[0][1] == ViewSpec(num_views=2)
+    assert len(data.calls) == 1
+    (data_cfg, views), data_kwargs = data.calls[0]
+    assert data_cfg is run.cfg and data_kwargs == {}
+    assert views == methods_module.view_spec(run.cfg)
+    assert views == ViewSpec(num_views=2)
     train = run.train_loader
     assert isinstance(train, DataLoader) and isinstance(train.dataset, datasets.IndexedSubset)
     assert isinstance(train.sampler, loaders.EpochSampler)
@@ -139,7 +130,7 @@ def test_fresh_run_returns_every_part(tmp_path, monkeypatch, capsys):
     assert run.trainer.callbacks[2] is ckpt
     assert (ckpt.cfg, ckpt.folder, ckpt.frequency, ckpt.keep_prev, ckpt.resumed_from) == (
         run.cfg, run.folder, 3, True, None)
-    assert logger_calls == [(run.cfg, run.folder, False)]
+    assert logger.calls == [((run.cfg, run.folder), {"resuming": False})]
     logger = run.trainer.logger
     assert isinstance(logger, ContinuingCSVLogger)
     assert (logger.save_dir, logger.name, logger.version) == (
@@ -167,16 +158,10 @@ def test_resume_into_its_folder_sets_the_epoch_everywhere(tmp_path, monkeypatch,
     found = resume.Resume(ckpt, folder, "auto_resume")
     find = Recorder(found)
     epochs = Recorder(4)
-    logger_calls = []
-    real_logger = pretrain.build_logger
-
-    def logger_spy(cfg, folder, resuming=False):
-        logger_calls.append((cfg, folder, resuming))
-        return real_logger(cfg, folder, resuming=resuming)
-
+    logger = Recorder(wraps=pretrain.build_logger)
     monkeypatch.setattr(pretrain, "find_resume", find)
     monkeypatch.setattr(pretrain, "checkpoint_data_epoch", epochs)
-    monkeypatch.setattr(pretrain, "build_logger", logger_spy)
+    monkeypatch.setattr(pretrain, "build_logger", logger)
     run = pretrain.prepare_pretrain(tiny_cfg(tmp_path, overrides=["checkpoint.enabled=true"]))
     assert len(find.calls) == 1
     (got_cfg, log), kwargs = find.calls[0]
@@ -188,7 +173,7 @@ def test_resume_into_its_folder_sets_the_epoch_everywhere(tmp_path, monkeypatch,
     assert run.resume is found and run.ckpt_path == str(ckpt)
     assert run.checkpointer.resumed_from == ckpt
     assert run.checkpointer.folder == folder
-    assert logger_calls == [(run.cfg, folder, True)]
+    assert logger.calls == [((run.cfg, folder), {"resuming": True})]
     assert capsys.readouterr().out.splitlines() == [
         DIGITS_LINE, f"auto_resume: resuming {ckpt} into its run folder {folder}"]
 
